@@ -1,0 +1,38 @@
+"""What this build of znn was compiled with (flags, default dtype, alignment)."""
+from znn._core._common cimport (znn_build_flags, znn_default_real_size, znn_alignment,
+                                znn_runtime_init, znn_threads, znn_malloc, znn_free, check)
+from libc.stdint cimport uintptr_t
+
+check(znn_runtime_init())
+
+
+def build_flags():
+    """Dict of the build flags compiled into the C kernels, name -> bool."""
+    text = znn_build_flags().decode()
+    return {k: v == "1" for k, v in (item.split("=") for item in text.split())}
+
+
+def default_dtype():
+    """numpy dtype name selected by ZNN_USE_FLOATS at build time."""
+    return "float32" if znn_default_real_size() == 4 else "float64"
+
+
+def alignment():
+    """Byte alignment of the buffers the kernels allocate (64 with ZNN_XEON_PHI)."""
+    return znn_alignment()
+
+
+def probe_alignment(int count=16):
+    """Allocate `count` buffers through the kernels' allocator; return their addresses mod 64."""
+    out = []
+    cdef void *p
+    for i in range(count):
+        p = znn_malloc(1000 + 37 * i)
+        out.append(<uintptr_t>p % 64)
+        znn_free(p)
+    return out
+
+
+def cpu_threads(int n=0):
+    """Thread count the kernels use for num_threads=n (n <= 0 means every core)."""
+    return znn_threads(n)

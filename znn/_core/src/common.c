@@ -1,0 +1,93 @@
+/* Shared runtime: error recording, aligned allocation, thread setup, build flags. */
+#include "common.h"
+
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <mkl.h>
+
+static char g_message[1024];
+static int g_has_error = 0;
+
+int znn_fail(int code, const char *fmt, ...)
+{
+    #pragma omp critical(znn_error)
+    {
+        if (!g_has_error) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(g_message, sizeof g_message, fmt, ap);
+            va_end(ap);
+            g_has_error = 1;
+        }
+    }
+    return code;
+}
+
+const char *znn_error_message(void) { return g_has_error ? g_message : ""; }
+
+void znn_clear_error(void)
+{
+    #pragma omp critical(znn_error)
+    {
+        g_has_error = 0;
+        g_message[0] = '\0';
+    }
+}
+
+void *znn_malloc(size_t bytes)
+{
+    return mkl_malloc(bytes ? bytes : 1, ZNN_ALIGNMENT);
+}
+
+void *znn_calloc(size_t bytes)
+{
+    void *p = znn_malloc(bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+void znn_free(void *p)
+{
+    if (p) mkl_free(p);
+}
+
+int znn_runtime_init(void)
+{
+    static int done = 0;
+    #pragma omp critical(znn_init)
+    {
+        if (!done) {
+            /* Our kernels use gcc's OpenMP; MKL must use the same runtime (libgomp),
+             * not Intel's libiomp5, or two thread pools fight over the cores. */
+            mkl_set_threading_layer(MKL_THREADING_GNU);
+            mkl_set_interface_layer(MKL_INTERFACE_LP64);
+            done = 1;
+        }
+    }
+    return ZNN_OK;
+}
+
+int znn_threads(int nthreads)
+{
+    if (nthreads > 0) return nthreads;
+    int n = omp_get_num_procs();
+    return n > 0 ? n : 1;
+}
+
+const char *znn_build_flags(void)
+{
+#define ZNN_STR2(x) #x
+#define ZNN_STR(x) ZNN_STR2(x)
+    return "ZNN_USE_FLOATS=" ZNN_STR(ZNN_USE_FLOATS)
+           " ZNN_USE_MKL_NATIVE_FFT=" ZNN_STR(ZNN_USE_MKL_NATIVE_FFT)
+           " ZNN_USE_MKL_FFT=" ZNN_STR(ZNN_USE_MKL_FFT)
+           " ZNN_USE_MKL_DIRECT_CONV=" ZNN_STR(ZNN_USE_MKL_DIRECT_CONV)
+           " ZNN_DONT_CACHE_FFTS=" ZNN_STR(ZNN_DONT_CACHE_FFTS)
+           " ZNN_XEON_PHI=" ZNN_STR(ZNN_XEON_PHI);
+}
+
+int znn_default_real_size(void) { return ZNN_USE_FLOATS ? 4 : 8; }
+int znn_alignment(void) { return ZNN_ALIGNMENT; }

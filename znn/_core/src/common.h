@@ -1,0 +1,80 @@
+/* Shared runtime for znn's C kernels: status codes, error text, aligned memory, threads.
+ *
+ * Conventions for every kernel in znn/_core/src:
+ *  - functions return a znn_status (0 = ZNN_OK); on failure they call znn_fail() with a
+ *    message, which the Cython layer turns into znn.errors.KernelError;
+ *  - arrays are raw C-contiguous pointers owned by the caller unless stated otherwise;
+ *  - shapes are (z, y, x) with x fastest; a "map set" is (C, Z, Y, X);
+ *  - `nthreads` <= 0 means every core; results never depend on the thread count
+ *    beyond float rounding (each output element is reduced by one thread in a fixed order);
+ *  - no kernel touches Python: the caller releases the GIL.
+ *  - errors raised inside an OpenMP region are recorded with znn_fail() from any thread;
+ *    the message is stored per process (first error wins) and returned by the caller.
+ */
+#ifndef ZNN_COMMON_H
+#define ZNN_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef ZNN_USE_FLOATS
+#define ZNN_USE_FLOATS 1
+#endif
+#ifndef ZNN_USE_MKL_NATIVE_FFT
+#define ZNN_USE_MKL_NATIVE_FFT 1
+#endif
+#ifndef ZNN_USE_MKL_FFT
+#define ZNN_USE_MKL_FFT 0
+#endif
+#ifndef ZNN_USE_MKL_DIRECT_CONV
+#define ZNN_USE_MKL_DIRECT_CONV 1
+#endif
+#ifndef ZNN_DONT_CACHE_FFTS
+#define ZNN_DONT_CACHE_FFTS 0
+#endif
+#ifndef ZNN_XEON_PHI
+#define ZNN_XEON_PHI 0
+#endif
+
+/* Alignment of every buffer znn allocates itself (ZNN_XEON_PHI: 64-byte, as the original). */
+#if ZNN_XEON_PHI
+#define ZNN_ALIGNMENT 64
+#else
+#define ZNN_ALIGNMENT 16
+#endif
+
+typedef enum {
+    ZNN_OK = 0,
+    ZNN_ERR_ARG = 1,      /* bad shape / argument (caller bug) */
+    ZNN_ERR_NOMEM = 2,    /* allocation failed */
+    ZNN_ERR_MKL = 3,      /* MKL returned an error; message holds MKL's text */
+    ZNN_ERR_INTERNAL = 4
+} znn_status;
+
+/* Record an error (printf-style) and return `code`.  Thread-safe; first error wins until
+ * znn_clear_error().  */
+int znn_fail(int code, const char *fmt, ...);
+/* The recorded message ("" when none) and reset. */
+const char *znn_error_message(void);
+void znn_clear_error(void);
+
+/* Aligned allocation (ZNN_ALIGNMENT bytes); znn_calloc zero-fills.  NULL on failure. */
+void *znn_malloc(size_t bytes);
+void *znn_calloc(size_t bytes);
+void znn_free(void *p);
+
+/* Called once at import: keeps one OpenMP runtime in the process (MKL on GNU OpenMP). */
+int znn_runtime_init(void);
+/* nthreads <= 0 -> number of cores. */
+int znn_threads(int nthreads);
+
+/* Compiled-in build flags, as "ZNN_USE_FLOATS=1 ..." */
+const char *znn_build_flags(void);
+/* Default real size in bytes (4 with ZNN_USE_FLOATS, else 8). */
+int znn_default_real_size(void);
+int znn_alignment(void);
+
+/* 3-vector helpers */
+static inline int64_t znn_vol3(const int64_t *s) { return s[0] * s[1] * s[2]; }
+
+#endif
