@@ -1,0 +1,355 @@
+"""The Network engine against the independent numpy and PyTorch references."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import reference_numpy as ref
+import znn
+from znn.formats.network_file import parse_network, read_network
+from znn.net.graph import Network
+
+NETWORKS = Path(__file__).resolve().parent.parent / "networks"
+
+
+def build(text_or_name, out, **kw):
+    spec = read_network(NETWORKS / text_or_name) if text_or_name.endswith(".znn") else \
+        parse_network(text_or_name, "<test>")
+    kw.setdefault("seed", 0)
+    return Network(spec, out, **kw)
+
+
+def set_params(net, params):
+    for name, p in net.parameters().items():
+        p[...] = params[name]
+
+
+def random_inputs(net, rng):
+    return {name: rng.standard_normal((net.nodes[name].n,) + net.nodes[name].size)
+            for name in net.inputs}
+
+
+def reference_outputs(net, params, inputs):
+    values = ref.forward(net.spec, params, inputs, net.output_size)
+    return {name: values[name] for name in net.outputs}
+
+
+# A 3D network touching every edge type and transfer function (one-to-one edges included).
+ALL_TYPES = """
+nodes input
+type input
+size 2
+
+edges c1
+type conv
+init uniform
+size 2,2,2
+input input
+output n1
+
+nodes n1
+type transfer
+function tanh
+function_args 1.5,0.7
+size 3
+
+edges mf
+type max_filter
+size 2,2,2
+stride 2,1,2
+input n1
+output p1
+
+nodes p1
+type sum
+size 3
+
+edges c2
+type conv
+init uniform
+size 2,3,2
+input p1
+output n2
+
+edges c2b
+type conv
+init uniform
+size 1,1,1
+input p1
+output n2b
+
+nodes n2b
+type transfer
+function soft_sign
+size 2
+
+edges crop
+type crop
+offset 1,1,1
+input n2b
+output n3
+
+nodes n2
+type transfer
+function logistics
+size 2
+
+edges d1
+type dummy
+input n2
+output n3
+
+nodes n3
+type sum
+size 2
+
+edges mo1
+type maxout
+input n3
+output m
+
+edges drop
+type dropout
+ratio 0.5
+input n3
+output nd
+
+nodes nd
+type transfer
+function rectify_linear
+size 2
+
+edges mo2
+type maxout
+input nd
+output m
+
+nodes m
+type maxout
+size 2
+
+edges c3
+type conv
+init uniform
+size 1,2,1
+input m
+output output
+
+nodes output
+type transfer
+function linear
+function_args 0.9,0.1
+size 2
+"""
+
+
+def test_geometry_of_bundled_networks():
+    net = build("N4.znn", (1, 100, 100))
+    assert net.fov == (1, 95, 95)
+    assert net.input_size == (1, 194, 194)
+    assert net.nodes["nconv5"].sparsity == (1, 16, 16)
+    vd = build("VD2D3D.znn", (1, 20, 20))
+    assert vd.fovs == {"input": (5, 85, 85), "input-r": (5, 85, 85)}
+    assert vd.input_sizes["input"] == (5, 104, 104)
+    assert build("zinet.znn", (2, 2, 2)).input_size == (38, 38, 38)
+
+
+@pytest.mark.parametrize("mode", ["fft", "direct"])
+@pytest.mark.parametrize("name,out", [("tiny2d.znn", (1, 9, 8)), ("tiny3d.znn", (3, 4, 5)),
+                                      ("<all>", (2, 3, 4))])
+def test_forward_matches_numpy_reference(name, out, mode):
+    rng = np.random.default_rng(1)
+    net = build(ALL_TYPES if name == "<all>" else name, out, dtype="float64", conv_mode=mode)
+    params = ref.random_params(net.spec, rng)
+    set_params(net, params)
+    inputs = random_inputs(net, rng)
+    got = net.forward(inputs)
+    want = reference_outputs(net, params, inputs)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-11, atol=1e-12)
+    # float32: the same to ~1e-5
+    net32 = build(ALL_TYPES if name == "<all>" else name, out, dtype="float32", conv_mode=mode)
+    set_params(net32, params)
+    got32 = net32.forward(inputs)
+    for k in want:
+        np.testing.assert_allclose(got32[k], want[k], rtol=1e-4, atol=2e-5)
+
+
+def test_n4_forward_with_fixed_weights_matches_numpy_reference():
+    rng = np.random.default_rng(2)
+    net = build("N4.znn", (1, 3, 4), dtype="float32", conv_mode="fft")
+    params = ref.random_params(net.spec, rng)
+    set_params(net, params)
+    inputs = random_inputs(net, rng)
+    want = reference_outputs(net, params, inputs)["output"]
+    got = net.forward(inputs)["output"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    net.set_conv_mode("direct")
+    np.testing.assert_allclose(net.forward(inputs)["output"], want, rtol=1e-4,
+                               atol=1e-4 * np.abs(want).max())
+
+
+def loss_and_grad(outputs, targets):
+    """E = sum(c * y^2)/2 style quadratic with a known gradient per output node."""
+    e = sum(0.5 * float(np.sum((outputs[k] - targets[k]) ** 2)) for k in outputs)
+    return e, {k: outputs[k] - targets[k] for k in outputs}
+
+
+@pytest.mark.parametrize("mode", ["fft", "direct"])
+@pytest.mark.parametrize("name,out", [("<all>", (2, 2, 3)), ("tiny3d.znn", (2, 2, 2))])
+def test_gradients_match_finite_differences(name, out, mode):
+    rng = np.random.default_rng(3)
+    text = ALL_TYPES if name == "<all>" else (NETWORKS / name).read_text()
+    # forward_logistics passes dE/dy through unchanged (tested separately): use logistics here
+    text = text.replace("function forward_logistics", "function logistics")
+    net = build(text, out, dtype="float64", conv_mode=mode)
+    params = ref.random_params(net.spec, rng, bias_scale=0.3)
+    set_params(net, params)
+    inputs = random_inputs(net, rng)
+    targets = {k: rng.standard_normal((net.nodes[k].n,) + net.output_size) for k in net.outputs}
+    e0, g = loss_and_grad(net.forward(inputs), targets)
+    in_grads = net.backward(g, input_grads=True)
+    grads = {k: v.copy() for k, v in net.gradients().items()}
+    eps = 1e-6
+    for name_, p in net.parameters().items():
+        flat = p.reshape(-1)
+        for idx in rng.choice(flat.size, size=min(4, flat.size), replace=False):
+            old = flat[idx]
+            flat[idx] = old + eps
+            ep = loss_and_grad(net.forward(inputs), targets)[0]
+            flat[idx] = old - eps
+            em = loss_and_grad(net.forward(inputs), targets)[0]
+            flat[idx] = old
+            fd = (ep - em) / (2 * eps)
+            assert grads[name_].reshape(-1)[idx] == pytest.approx(fd, rel=1e-5, abs=1e-7), name_
+    x = inputs["input"].reshape(-1)
+    for idx in rng.choice(x.size, size=5, replace=False):
+        old = x[idx]
+        x[idx] = old + eps
+        ep = loss_and_grad(net.forward(inputs), targets)[0]
+        x[idx] = old - eps
+        em = loss_and_grad(net.forward(inputs), targets)[0]
+        x[idx] = old
+        assert in_grads["input"].reshape(-1)[idx] == pytest.approx((ep - em) / (2 * eps),
+                                                                   rel=1e-5, abs=1e-7)
+
+
+def test_forward_logistics_passes_the_gradient_through():
+    """With BCE, dE/d(pre-activation) = p - l: the network must not multiply by p(1-p)."""
+    text = ALL_TYPES.replace("function linear\nfunction_args 0.9,0.1", "function forward_logistics")
+    rng = np.random.default_rng(4)
+    net = build(text, (1, 2, 2), dtype="float64", conv_mode="fft")
+    set_params(net, ref.random_params(net.spec, rng))
+    inputs = random_inputs(net, rng)
+    labels = (rng.random((2, 1, 2, 2)) > 0.5).astype(float)
+
+    def bce():
+        p = net.forward(inputs)["output"]
+        return -np.sum(labels * np.log(p) + (1 - labels) * np.log(1 - p)), p
+
+    e0, p = bce()
+    net.backward({"output": p - labels})
+    w = net.parameters()["c3"].reshape(-1)
+    g = net.gradients()["c3"].reshape(-1)[0]
+    old, eps = w[0], 1e-6
+    w[0] = old + eps
+    ep = bce()[0]
+    w[0] = old - eps
+    em = bce()[0]
+    w[0] = old
+    assert g == pytest.approx((ep - em) / (2 * eps), rel=1e-5)
+
+
+@pytest.mark.parametrize("name,out", [("N4.znn", (1, 3, 3)), ("net3d_5.znn", (2, 2, 2)),
+                                      ("VD2D3D.znn", (1, 2, 2))])
+def test_forward_and_gradients_match_pytorch(name, out):
+    ref_torch = pytest.importorskip("reference_torch")
+    rng = np.random.default_rng(5)
+    net = build(name, out, dtype="float64", conv_mode="fft")
+    params = ref.random_params(net.spec, rng)
+    set_params(net, params)
+    inputs = random_inputs(net, rng)
+    got = net.forward(inputs)
+    g = {k: rng.standard_normal(v.shape) for k, v in got.items()}
+    values, pgrads, _ = ref_torch.torch_forward_backward(net.spec, params, inputs,
+                                                          net.output_size, g)
+    for k in got:
+        np.testing.assert_allclose(got[k], values[k], rtol=1e-9, atol=1e-10)
+    net.backward(g)
+    for k, v in net.gradients().items():
+        np.testing.assert_allclose(v, pgrads[k], rtol=1e-8, atol=1e-9 * max(1, np.abs(v).max()),
+                                   err_msg=k)
+
+
+def test_thread_count_does_not_change_results():
+    rng = np.random.default_rng(6)
+    outs = []
+    for threads in (1, 2):
+        net = build("tiny3d.znn", (3, 5, 5), dtype="float32", num_threads=threads, seed=7)
+        inputs = random_inputs(net, np.random.default_rng(8))
+        y = net.forward(inputs)["output"]
+        net.backward({"output": np.ones_like(y)})
+        outs.append((y, {k: v.copy() for k, v in net.gradients().items()}))
+    np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
+    for k in outs[0][1]:
+        np.testing.assert_allclose(outs[0][1][k], outs[1][1][k], rtol=1e-4, atol=1e-5)
+    assert rng is not None
+
+
+def test_inference_mode_frees_maps_and_matches():
+    rng = np.random.default_rng(9)
+    net = build("tiny2d.znn", (1, 6, 6), dtype="float64")
+    inputs = random_inputs(net, rng)
+    a = net.forward(inputs)["output"].copy()
+    b = net.forward(inputs, keep_state=False)["output"]
+    np.testing.assert_array_equal(a, b)
+    assert net.nodes["nconv1"].value is None
+    with pytest.raises(RuntimeError, match="forward"):
+        net.backward({"output": np.zeros_like(b)})
+
+
+def test_seed_makes_weights_reproducible_and_dtype_default():
+    a = build("tiny2d.znn", (1, 4, 4), seed=11).parameters()
+    b = build("tiny2d.znn", (1, 4, 4), seed=11).parameters()
+    c = build("tiny2d.znn", (1, 4, 4), seed=12).parameters()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not all(np.array_equal(a[k], c[k]) for k in a)
+    assert a["conv1"].dtype == np.dtype(znn.kernels.default_dtype())
+
+
+def test_bad_inputs_name_the_problem():
+    net = build("tiny2d.znn", (1, 4, 4))
+    with pytest.raises(ValueError, match=r"inputs\['input'\] has shape"):
+        net.forward({"input": np.zeros((1, 1, 5, 5))})
+    with pytest.raises(ValueError, match="missing"):
+        net.forward({"other": np.zeros((1, 1, 11, 11))})
+    with pytest.raises(ValueError, match="conv_mode"):
+        net.set_conv_mode("fastest")
+    with pytest.raises(ValueError, match="output_size"):
+        build("tiny2d.znn", (0, 4, 4))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    rng = np.random.default_rng(10)
+    net = build("tiny3d.znn", (2, 3, 3), dtype="float64", seed=1)
+    inputs = random_inputs(net, rng)
+    want = net.forward(inputs)["output"]
+    net.save(tmp_path / "net.h5")
+    other = znn.load_network(NETWORKS / "tiny3d.znn", tmp_path / "net.h5", output_size=(2, 3, 3),
+                             dtype="float64", seed=99)
+    np.testing.assert_array_equal(other.forward(inputs)["output"], want)
+
+
+def test_missing_layer_in_weights_is_an_error(tmp_path):
+    import h5py
+
+    net = build("tiny2d.znn", (1, 4, 4))
+    net.save(tmp_path / "net.h5")
+    with h5py.File(tmp_path / "net.h5", "a") as f:
+        root = "/processing/znn/train/network" if "processing" in f else "/"
+        del f[root.rstrip("/") + "/conv2"]
+    with pytest.raises(znn.NetworkError, match="conv2"):
+        znn.load_network(NETWORKS / "tiny2d.znn", tmp_path / "net.h5", output_size=(1, 4, 4))
+    net2 = znn.load_network(NETWORKS / "tiny2d.znn", tmp_path / "net.h5", output_size=(1, 4, 4),
+                            strict=False)
+    assert net2 is not None

@@ -1,0 +1,119 @@
+/* Direct dilated convolution: shape checks, shared geometry, float/double instantiation. */
+#include "direct.h"
+
+#include <limits.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if ZNN_USE_MKL_DIRECT_CONV
+#include <mkl.h>
+#endif
+
+/* Geometry of one convolution.  The "wide" flat index of a point (z, y, x) is its index in
+ * the input grid, q = z*sz + y*sy + x; an output point p and a tap t meet at input index
+ * q(p) + off[t]. */
+typedef struct {
+    int64_t n_in, n_out;
+    int64_t in[3], k[3], d[3], out[3];
+    int64_t taps;        /* kz*ky*kx */
+    int64_t vin, vout;   /* voxels per input / output map */
+    int64_t sy, sz;      /* input strides in elements: X and Y*X */
+    int64_t *off;        /* [taps] flat input offset of tap t: o(t) = (k-1-w)*d */
+} geom;
+
+static int geom_init(geom *G, int64_t n_in, int64_t n_out, const int64_t *in_shape,
+                     const int64_t *k, const int64_t *d)
+{
+    memset(G, 0, sizeof *G);
+    if (n_in < 0 || n_out < 0)
+        return znn_fail(ZNN_ERR_ARG, "direct conv: negative map count (n_in=%lld, n_out=%lld)",
+                        (long long)n_in, (long long)n_out);
+    G->n_in = n_in;
+    G->n_out = n_out;
+    for (int a = 0; a < 3; a++) {
+        if (k[a] < 1 || d[a] < 1 || in_shape[a] < 1)
+            return znn_fail(ZNN_ERR_ARG, "direct conv: axis %d: in=%lld k=%lld d=%lld must be >= 1",
+                            a, (long long)in_shape[a], (long long)k[a], (long long)d[a]);
+        G->in[a] = in_shape[a];
+        G->k[a] = k[a];
+        G->d[a] = d[a];
+        G->out[a] = in_shape[a] - (k[a] - 1) * d[a];
+        if (G->out[a] < 1)
+            return znn_fail(ZNN_ERR_ARG, "direct conv: axis %d: dilated kernel %lld larger than input %lld",
+                            a, (long long)((k[a] - 1) * d[a] + 1), (long long)in_shape[a]);
+    }
+    G->taps = k[0] * k[1] * k[2];
+    G->vin = znn_vol3(G->in);
+    G->vout = znn_vol3(G->out);
+    G->sy = G->in[2];
+    G->sz = G->in[1] * G->in[2];
+#if ZNN_USE_MKL_DIRECT_CONV
+    if (G->vin > INT_MAX || G->n_in * G->n_out * G->taps > INT_MAX || G->n_in > INT_MAX / 2
+        || G->n_out > INT_MAX / 2)
+        return znn_fail(ZNN_ERR_ARG, "direct conv: volume or kernel too large for 32-bit BLAS indices");
+#endif
+    G->off = malloc((size_t)G->taps * sizeof *G->off);
+    if (!G->off) return znn_fail(ZNN_ERR_NOMEM, "direct conv: out of memory");
+    int64_t t = 0;
+    for (int64_t a = 0; a < k[0]; a++)
+        for (int64_t b = 0; b < k[1]; b++)
+            for (int64_t c = 0; c < k[2]; c++, t++)
+                G->off[t] = (k[0] - 1 - a) * d[0] * G->sz + (k[1] - 1 - b) * d[1] * G->sy
+                            + (k[2] - 1 - c) * d[2];
+    return ZNN_OK;
+}
+
+static void geom_free(geom *G) { free(G->off); G->off = NULL; }
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* Scratch budget for all threads together. */
+#define ZNN_DIRECT_BUDGET ((int64_t)64 << 20)
+
+#define REAL float
+#define SFX(name) name##_s
+#define GEMM cblas_sgemm
+#if ZNN_USE_MKL_DIRECT_CONV
+#include "direct_gemm.inc"
+#else
+#include "direct_loops.inc"
+#endif
+#undef REAL
+#undef SFX
+#undef GEMM
+
+#define REAL double
+#define SFX(name) name##_d
+#define GEMM cblas_dgemm
+#if ZNN_USE_MKL_DIRECT_CONV
+#include "direct_gemm.inc"
+#else
+#include "direct_loops.inc"
+#endif
+#undef REAL
+#undef SFX
+#undef GEMM
+
+int znn_direct_uses_mkl(void) { return ZNN_USE_MKL_DIRECT_CONV ? 1 : 0; }
+
+/* Public entry points: set up the geometry, run the implementation, release. */
+#define ZNN_DIRECT_ENTRY(pub, impl, T, A, B, OUT)                                            \
+    int pub(const T *A, const T *B, T *OUT, int64_t n_in, int64_t n_out,                       \
+            const int64_t *in_shape, const int64_t *k, const int64_t *d, int accumulate,       \
+            int nthreads)                                                                      \
+    {                                                                                          \
+        geom G;                                                                                \
+        int st = geom_init(&G, n_in, n_out, in_shape, k, d);                                   \
+        if (st == ZNN_OK) st = impl(A, B, OUT, &G, accumulate, znn_threads(nthreads));        \
+        geom_free(&G);                                                                         \
+        return st;                                                                             \
+    }
+
+ZNN_DIRECT_ENTRY(znn_direct_forward_s, forward_s, float, x, w, y)
+ZNN_DIRECT_ENTRY(znn_direct_forward_d, forward_d, double, x, w, y)
+ZNN_DIRECT_ENTRY(znn_direct_backward_data_s, backward_data_s, float, g, w, dx)
+ZNN_DIRECT_ENTRY(znn_direct_backward_data_d, backward_data_d, double, g, w, dx)
+ZNN_DIRECT_ENTRY(znn_direct_backward_weight_s, backward_weight_s, float, x, g, dw)
+ZNN_DIRECT_ENTRY(znn_direct_backward_weight_d, backward_weight_d, double, x, g, dw)

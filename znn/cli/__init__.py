@@ -1,0 +1,1 @@
+"""The `znn` command line (Click): one command per module."""

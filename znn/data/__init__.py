@@ -1,0 +1,1 @@
+"""Training data: preprocessing, label transforms, augmentation, rebalancing and patch sampling."""

@@ -1,0 +1,35 @@
+"""The documented Python API over the compiled kernels: the only module that imports znn._core.
+
+Every function takes C-contiguous float32 or float64 arrays shaped (C, Z, Y, X) (or
+(n_in, n_out, kz, ky, kx) for filters), validates them, and runs the C kernel with the GIL
+released on `nthreads` OpenMP threads (0 or less: every core).  See each module for details:
+
+- FFT convolution (MKL DFTI): rfft, irfft, kernel_spectra, mac_forward, mac_backward,
+  mac_forward_streamed, mac_backward_streamed, weight_grad, CACHE_FFTS, fft_backend
+- direct convolution (MKL GEMM): conv_forward, conv_backward_data, conv_backward_weight
+- pooling: max_filter_forward/backward, max_pool_forward/backward
+- pointwise: transfer_forward/backward, channel_sum, dropout_forward/backward,
+  maxout_forward/backward, FUNCTIONS (transfer-function name -> code)
+"""
+from znn._core import _build
+from znn._core._direct import conv_backward_data, conv_backward_weight, conv_forward
+from znn._core._fft import (CACHE_FFTS, irfft, kernel_spectra, mac_backward, mac_backward_streamed,
+                            mac_forward, mac_forward_streamed, rfft, weight_grad)
+from znn._core._fft import backend as fft_backend
+from znn._core._pointwise import (FUNCTIONS, channel_sum, dropout_backward, dropout_forward,
+                                  maxout_backward, maxout_forward, transfer_backward,
+                                  transfer_forward)
+from znn._core._pool import (max_filter_backward, max_filter_forward, max_pool_backward,
+                             max_pool_forward)
+
+build_flags = _build.build_flags
+default_dtype = _build.default_dtype
+
+__all__ = [
+    "CACHE_FFTS", "FUNCTIONS", "build_flags", "channel_sum", "conv_backward_data",
+    "conv_backward_weight", "conv_forward", "default_dtype", "dropout_backward",
+    "dropout_forward", "fft_backend", "irfft", "kernel_spectra", "mac_backward",
+    "mac_backward_streamed", "mac_forward", "mac_forward_streamed", "max_filter_backward",
+    "max_filter_forward", "max_pool_backward", "max_pool_forward", "maxout_backward",
+    "maxout_forward", "rfft", "transfer_backward", "transfer_forward", "weight_grad",
+]

@@ -1,0 +1,1 @@
+"""Network graphs: geometry (shapes), node and edge types, and the Network itself."""

@@ -1,0 +1,221 @@
+"""Edge groups of a network: each type's forward and backward pass side by side.
+
+An edge maps its input node group's maps (n_in, *in_size) to a contribution to its output
+node group (n_out, *out_size).  `forward` returns a new array the caller may take over;
+`backward(g)` receives dE/d(contribution) and returns dE/d(input) (or None when the input
+needs no gradient), storing parameter gradients on the edge.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from znn import kernels as K
+from znn.net.initializers import initialize, tie_blocks
+
+
+class Edge:
+    """Base: geometry and bookkeeping shared by every edge type."""
+
+    has_params = False
+    is_fft = False
+
+    def __init__(self, spec, src, dst, dilation, net):
+        self.spec, self.name, self.type = spec, spec.name, spec.type
+        self.src, self.dst, self.net = src, dst, net
+        self.dilation = tuple(dilation)
+
+    @property
+    def threads(self):
+        return self.net.num_threads
+
+    def release(self):
+        """Drop per-pass state."""
+
+
+class Identity(Edge):
+    """`dummy` (copy) and `maxout` edges (the maxout node takes the element-wise max)."""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, g):
+        return g.copy()
+
+
+class Crop(Edge):
+    """Removes `offset` voxels on both sides of each axis; backward zero-pads."""
+
+    def _window(self, shape):
+        return (slice(None),) + tuple(slice(o, s - o) for o, s in zip(self.spec.offset, shape))
+
+    def forward(self, x):
+        return np.ascontiguousarray(x[self._window(x.shape[1:])])
+
+    def backward(self, g):
+        dx = np.zeros((g.shape[0],) + tuple(self.src.size), g.dtype)
+        dx[self._window(self.src.size)] = g
+        return dx
+
+
+class Dropout(Edge):
+    """Inverted dropout with keep probability `ratio` in the train phase, identity in test."""
+
+    def forward(self, x):
+        self._mask = None
+        if self.net.phase != "train":
+            return x.copy()
+        seed = int(self.net.rng.integers(0, 2**63 - 1))
+        y, self._mask = K.dropout_forward(x, self.spec.ratio, seed, nthreads=self.threads)
+        return y
+
+    def backward(self, g):
+        if self._mask is None:
+            return g.copy()
+        return K.dropout_backward(g, self._mask, self.spec.ratio)
+
+    def release(self):
+        self._mask = None
+
+
+class MaxFilter(Edge):
+    """Dense sliding max over `size` taps spaced by the input sparsity."""
+
+    def forward(self, x):
+        y, self._argmax = K.max_filter_forward(x, self.spec.size, self.dilation,
+                                               nthreads=self.threads)
+        return y
+
+    def backward(self, g):
+        return K.max_filter_backward(g, self._argmax, self.src.shape, nthreads=self.threads)
+
+    def release(self):
+        self._argmax = None
+
+
+class MaxPool(Edge):
+    """Non-overlapping max pooling (strided, non-dense output)."""
+
+    def forward(self, x):
+        y, self._argmax = K.max_pool_forward(x, self.spec.size, nthreads=self.threads)
+        return y
+
+    def backward(self, g):
+        return K.max_pool_backward(g, self._argmax, self.src.shape, nthreads=self.threads)
+
+    def release(self):
+        self._argmax = None
+
+
+class Conv(Edge):
+    """Fully connected valid true convolution, dilated by the input sparsity.
+
+    Filters are (n_in, n_out, kz, ky, kx).  In FFT mode the edge works on spectra that the
+    graph shares between edges (see znn.net.graph); kernel spectra are kept between passes
+    and recomputed only when the filters change, unless the kernels were built with
+    ZNN_DONT_CACHE_FFTS, in which case they are recomputed on the fly inside the
+    multiply-accumulate and never stored.
+    """
+
+    has_params = True
+
+    def __init__(self, spec, src, dst, dilation, net):
+        super().__init__(spec, src, dst, dilation, net)
+        self.ksize = tuple(spec.size)
+        shape = (src.n, dst.n) + self.ksize
+        kvol = int(np.prod(self.ksize))
+        if spec.init is None:
+            self.filters = np.zeros(shape, net.dtype)
+            self.initialized = False
+        else:
+            self.filters = initialize(spec.init, spec.init_args, shape, src.n * kvol,
+                                      dst.n * kvol, net.rng, net.dtype, (net.spec.path, spec.line))
+            self.initialized = True
+        self.tie()
+        self.grad = np.zeros_like(self.filters)
+        self.mode = "direct"
+        self.file_fft = bool(spec.fft)  # the `fft` flag of the .znn file, or of a loaded .h5
+        self._wf = None
+        self._wf_of = None
+
+    @property
+    def is_fft(self):
+        return self.mode == "fft"
+
+    def tie(self):
+        tie_blocks(self.filters, self.spec.repeat)
+
+    # -- direct -------------------------------------------------------------------------------
+    def forward(self, x):
+        self._x = x
+        return K.conv_forward(x, self.filters, self.dilation, nthreads=self.threads)
+
+    def backward(self, g):
+        K.conv_backward_weight(self._x, g, self.dilation, out=self.grad, nthreads=self.threads)
+        if not self.src.needs_grad:
+            return None
+        return K.conv_backward_data(g, self.filters, self.dilation, tuple(self.src.size),
+                                    nthreads=self.threads)
+
+    # -- FFT ------------------------------------------------------------------------------------
+    @property
+    def fft_shape(self):
+        return tuple(self.src.size)
+
+    def kernel_spectra(self):
+        """Spectra of the dilated, zero-padded filters; cached while the filters are unchanged."""
+        if self._wf is None or not np.array_equal(self._wf_of, self.filters):
+            self._wf = K.kernel_spectra(self.filters, self.dilation, self.fft_shape,
+                                        nthreads=self.threads)
+            self._wf_of = self.filters.copy()
+        return self._wf
+
+    def _spectra(self, n):
+        z, y, x = self.fft_shape
+        ctype = np.complex64 if self.net.dtype == np.float32 else np.complex128
+        return np.empty((n, z, y, x // 2 + 1), ctype)
+
+    def forward_spectral(self, xf, yf):
+        """yf (n_out spectra, or None: new) += sum_i xf[i] * W_f[i, j]; returns yf."""
+        first = yf is None
+        if first:
+            yf = self._spectra(self.dst.n)
+        if K.CACHE_FFTS:
+            K.mac_forward(xf, self.kernel_spectra(), yf, accumulate=not first,
+                          nthreads=self.threads)
+        else:
+            K.mac_forward_streamed(xf, self.filters, self.dilation, self.fft_shape, yf,
+                                   accumulate=not first, nthreads=self.threads)
+        return yf
+
+    def backward_spectral(self, xf, gf, dxf):
+        """Weight gradient from the input and gradient spectra; dxf (or None) += input grad."""
+        K.weight_grad(xf, gf, self.fft_shape, self.ksize, self.dilation, out=self.grad,
+                      nthreads=self.threads)
+        if not self.src.needs_grad:
+            return dxf
+        first = dxf is None
+        if first:
+            dxf = self._spectra(self.src.n)
+        if K.CACHE_FFTS:
+            K.mac_backward(gf, self.kernel_spectra(), dxf, accumulate=not first,
+                           nthreads=self.threads)
+        else:
+            K.mac_backward_streamed(gf, self.filters, self.dilation, self.fft_shape, dxf,
+                                    accumulate=not first, nthreads=self.threads)
+        return dxf
+
+    def release(self):
+        self._x = None
+        if not K.CACHE_FFTS:
+            self._wf = self._wf_of = None
+
+
+TYPES = {
+    "conv": Conv,
+    "max_filter": MaxFilter,
+    "max_pool": MaxPool,
+    "dropout": Dropout,
+    "crop": Crop,
+    "dummy": Identity,
+    "maxout": Identity,
+}
