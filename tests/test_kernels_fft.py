@@ -112,9 +112,12 @@ CASES = [
     (2, 2, (1, 20, 19), (1, 2, 2), (1, 16, 16)),
     (2, 1, (1, 17, 24), (1, 2, 3), (1, 11, 6)),
     (1, 1, (5, 6, 7), (1, 1, 1), (1, 1, 1)),
+    (2, 2, (1, 1, 9), (1, 1, 3), (1, 1, 2)),
+    (2, 2, (3, 1, 6), (2, 1, 2), (1, 1, 1)),
+    (1, 2, (1, 5, 1), (1, 2, 1), (1, 3, 1)),
 ]
 IDS = ["3d-odd", "3d-even-d2", "3d-d8", "3d-mixed-d16", "2d-odd", "2d-even-d4", "2d-d16",
-       "2d-d11", "1x1x1"]
+       "2d-d11", "1x1x1", "1d", "y1", "x1"]
 DTYPES = [np.float32, np.float64]
 
 
@@ -211,39 +214,55 @@ def test_accumulate_flags(dtype):
 
 
 def test_thread_count_does_not_change_results():
-    case = (3, 4, (6, 10, 9), (2, 3, 2), (2, 3, 4))
-    x, w, g = make(case, np.float32, seed=6)
-    n, k, d = case[2], case[3], case[4]
-    for fn in (lambda t: fft_forward(x, w, d, nthreads=t),
-               lambda t: fft_forward(x, w, d, streamed=True, nthreads=t),
-               lambda t: fft_backward_data(g, w, d, n, nthreads=t),
-               lambda t: fft_backward_data(g, w, d, n, streamed=True, nthreads=t),
-               lambda t: fft_weight_grad(x, g, k, d, nthreads=t)):
-        assert np.array_equal(fn(1), fn(2))
-    # one output map with two threads takes the chunked streamed path
-    x1, w1 = x, w[:, :1].copy()
-    assert np.array_equal(fft_forward(x1, w1, d, streamed=True, nthreads=1),
-                          fft_forward(x1, w1, d, streamed=True, nthreads=2))
-    # a single map with two threads uses one MKL-threaded transform
-    xf1 = F.rfft(x[:1], n, nthreads=1)
-    np.testing.assert_allclose(F.rfft(x[:1], n, nthreads=2), xf1, rtol=0, atol=1e-5)
+    ni, no, n, k, d = 4, 3, (6, 10, 9), (2, 3, 2), (2, 3, 4)
+    x, w, g = make((ni, no, n, k, d), np.float32, seed=6)
+    span = tuple((k[a] - 1) * d[a] for a in range(3))
+    xf = F.rfft(x, n, nthreads=1)
+    gf = F.rfft(g, n, span, nthreads=1)
+    wf = F.kernel_spectra(w, d, n, nthreads=1)
+    yf = np.empty((no,) + xf.shape[1:], xf.dtype)
+    w1 = w[:, :1].copy()  # one map on the output side: two threads take the chunked path
+    runs = {}
+    for t in (1, 2):
+        runs[t] = [
+            F.rfft(x, n, nthreads=t),  # 4 maps: whole rounds of per-map transforms
+            F.irfft(xf, n, (1, 0, 2), (4, 9, 5), scale=0.5, nthreads=t),
+            F.kernel_spectra(w, d, n, nthreads=t),
+            F.mac_forward(xf, wf, yf.copy(), nthreads=t),
+            F.mac_backward(gf, wf, np.empty_like(xf), nthreads=t),
+            F.mac_forward_streamed(xf, w, d, n, yf.copy(), nthreads=t),
+            F.mac_backward_streamed(gf, w, d, n, np.empty_like(xf), nthreads=t),
+            F.mac_forward_streamed(xf, w1, d, n, yf[:1].copy(), nthreads=t),
+            F.mac_backward_streamed(gf[:1], w1, d, n, np.empty_like(xf), nthreads=t),
+            F.mac_backward_streamed(gf, w[:1].copy(), d, n, np.empty_like(xf[:1]), nthreads=t),
+            F.weight_grad(xf, gf, n, k, d, nthreads=t),
+        ]
+    for i, (a, b) in enumerate(zip(runs[1], runs[2])):
+        assert np.array_equal(a, b), f"result {i} depends on the thread count"
+    # a single map with two threads uses one MKL-threaded transform (rounding may differ)
+    np.testing.assert_allclose(F.rfft(x[:1], n, nthreads=2), xf[:1], rtol=0, atol=1e-5)
 
 
 def test_batched_and_per_map_strategies_agree():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((5, 4, 7, 6)).astype(np.float64)
     n = (6, 9, 8)
+    full = rng.standard_normal((3, *n))
     res = []
     try:
-        for s in (1, 2):
+        for s in (0, 1, 2):  # auto (4 maps per-map + 1 MKL-threaded), per map, MKL-threaded
             F._set_strategy(s)
             xf = F.rfft(x, n, (1, 1, 2), nthreads=2)
-            res.append((xf, F.irfft(xf, n, (1, 1, 2), x.shape[1:], nthreads=2)))
+            ff = F.rfft(full, n, nthreads=2)
+            res.append((xf, F.irfft(xf, n, (1, 1, 2), x.shape[1:], nthreads=2), ff,
+                        F.irfft(ff, n, (0, 0, 0), n, nthreads=2)))
     finally:
         F._set_strategy(0)
-    close(res[0][0], res[1][0], np.float64)
-    close(res[0][1], res[1][1], np.float64)
-    close(res[0][1], np.prod(n) * x, np.float64)
+    for r in res:
+        close(r[0], res[1][0], np.float64)
+        close(r[1], np.prod(n) * x, np.float64)
+        close(r[2], np.fft.rfftn(full, axes=(1, 2, 3)), np.float64)
+        close(r[3], np.prod(n) * full, np.float64)
 
 
 def test_concurrent_python_threads():
@@ -353,12 +372,13 @@ FFTW_PROBE = textwrap.dedent("""
         out["dx" + tag] = F.irfft(dxf, n, (0, 0, 0), n, scale=1 / np.prod(n))
         assert np.array_equal(dxf, keep), "irfft modified its input"
         out["dw" + tag] = F.weight_grad(xf, gf, n, k, d)
-    np.savez(sys.argv[3], backend=F.backend(), **out)
+    np.savez(sys.argv[3], backend=F.backend(), cache=F.CACHE_FFTS, **out)
 """)
 
 
 @pytest.mark.slow
 def test_fftw3_interface_build_matches_default(tmp_path):
+    """Build with ZNN_USE_MKL_NATIVE_FFT=0 ZNN_USE_MKL_FFT=1 (and ZNN_DONT_CACHE_FFTS=1)."""
     src, lib = tmp_path / "src", tmp_path / "lib"
     core = src / "znn" / "_core"
     (core / "src").mkdir(parents=True)
@@ -368,7 +388,8 @@ def test_fftw3_interface_build_matches_default(tmp_path):
     for pat in ("common.*", "fft*.c", "fft*.h", "fft*.inc"):
         for f in (ROOT / "znn" / "_core" / "src").glob(pat):
             shutil.copy(f, core / "src")
-    env = dict(os.environ, ZNN_ONLY="fft", ZNN_USE_MKL_NATIVE_FFT="0", ZNN_USE_MKL_FFT="1")
+    env = dict(os.environ, ZNN_ONLY="fft", ZNN_USE_MKL_NATIVE_FFT="0", ZNN_USE_MKL_FFT="1",
+               ZNN_DONT_CACHE_FFTS="1")
     build = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib",
                             str(lib), "--build-temp", str(tmp_path / "tmp")],
                            cwd=src, env=env, capture_output=True, text=True)
@@ -390,6 +411,7 @@ def test_fftw3_interface_build_matches_default(tmp_path):
     assert probe.returncode == 0, probe.stderr[-3000:]
     res = np.load(tmp_path / "out.npz")
     assert str(res["backend"]) == "mkl-fftw3"
+    assert not bool(res["cache"])  # built with ZNN_DONT_CACHE_FFTS=1
     for tag, dt in (("s", np.float32), ("d", np.float64)):
         x, w, g = data["x" + tag], data["w" + tag], data["g" + tag]
         close(res["y" + tag], fft_forward(x, w, d), dt)

@@ -246,6 +246,8 @@ def test_bad_arguments_name_the_parameter():
         _pool.max_filter_forward(x, 2, 1, out=np.empty((2, 5, 6, 7), np.float64))
     with pytest.raises(TypeError, match="argmax"):
         _pool.max_filter_forward(x, 2, 1, argmax=np.empty((2, 5, 6, 7), np.int32))
+    with pytest.raises(ValueError, match="out"):
+        _pool.max_filter_forward(x, 1, 1, out=x)    # aliasing the input
     with pytest.raises(ValueError, match="size"):
         _pool.max_pool_forward(x, (2, 2, 2))           # 7 is not a multiple of 2
     y, am = _pool.max_filter_forward(x, 2, 1)

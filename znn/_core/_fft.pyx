@@ -297,7 +297,7 @@ def weight_grad(xf, gf, fft_shape, ksize, dilation, out=None, int nthreads=0):
 
 # ---------------------------------------------------------------- multiply-accumulate
 
-def _mac_args(src_name, src, wf_name, wf, dst_name, dst, backward, accumulate):
+def _mac_args(src_name, src, wf_name, wf, dst_name, dst, backward):
     """Validate (src, wf, dst) of a cached MAC; returns them and (ni, no, S)."""
     src = _spectra(src_name, src, 4, "(maps, z, y, x//2+1)")
     wf = _spectra(wf_name, wf, 5, "(n_in, n_out, z, y, x//2+1)", src.dtype)
@@ -314,7 +314,7 @@ def _mac_args(src_name, src, wf_name, wf, dst_name, dst, backward, accumulate):
 
 def mac_forward(xf, wf, yf, bint accumulate=False, int nthreads=0):
     """yf[j] (+)= sum_i xf[i] * wf[i, j]; xf (n_in, ...), wf (n_in, n_out, ...), yf (n_out, ...)."""
-    xf, wf, yf, ni, no, S = _mac_args("xf", xf, "wf", wf, "yf", yf, False, accumulate)
+    xf, wf, yf, ni, no, S = _mac_args("xf", xf, "wf", wf, "yf", yf, False)
     cdef void *px = _ptr(xf)
     cdef void *pw = _ptr(wf)
     cdef void *py = _ptr(yf)
@@ -334,7 +334,7 @@ def mac_forward(xf, wf, yf, bint accumulate=False, int nthreads=0):
 
 def mac_backward(gf, wf, dxf, bint accumulate=False, int nthreads=0):
     """dxf[i] (+)= sum_j gf[j] * conj(wf[i, j]); gf (n_out, ...), dxf (n_in, ...)."""
-    gf, wf, dxf, ni, no, S = _mac_args("gf", gf, "wf", wf, "dxf", dxf, True, accumulate)
+    gf, wf, dxf, ni, no, S = _mac_args("gf", gf, "wf", wf, "dxf", dxf, True)
     cdef void *pg = _ptr(gf)
     cdef void *pw = _ptr(wf)
     cdef void *pd = _ptr(dxf)

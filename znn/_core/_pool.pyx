@@ -83,6 +83,13 @@ def _target(arr, shape, dtype, name):
     return arr
 
 
+def _no_alias(x, y, am):
+    if np.may_share_memory(x, y) or np.may_share_memory(x, am):
+        raise ValueError("out/argmax must not share memory with x")
+    if np.may_share_memory(y, am):
+        raise ValueError("out and argmax must not share memory")
+
+
 def max_filter_forward(x, size, dilation=1, out=None, argmax=None, int nthreads=0):
     """Dense sliding max of each channel of x over a `size` window dilated by `dilation`.
 
@@ -104,6 +111,7 @@ def max_filter_forward(x, size, dilation=1, out=None, argmax=None, int nthreads=
     shape = (x.shape[0], *oshape)
     y = _target(out, shape, x.dtype, "out")
     am = _target(argmax, shape, np.int64, "argmax")
+    _no_alias(x, y, am)
     cdef int64_t ins[3]
     cdef int64_t ks[3]
     cdef int64_t ds[3]
@@ -143,6 +151,7 @@ def max_pool_forward(x, size, out=None, argmax=None, int nthreads=0):
     shape = (x.shape[0], *[x.shape[1 + a] // k[a] for a in range(nd)])
     y = _target(out, shape, x.dtype, "out")
     am = _target(argmax, shape, np.int64, "argmax")
+    _no_alias(x, y, am)
     cdef int64_t ins[3]
     cdef int64_t ks[3]
     i3, k3 = _shape3(x.shape[1:]), [1] * (3 - nd) + k
@@ -182,6 +191,8 @@ def _backward(g, argmax, in_shape, out, accumulate, int nthreads):
         accumulate = False
     else:
         dx = _target(out, ishape, g.dtype, "out")
+        if np.may_share_memory(dx, g) or np.may_share_memory(dx, argmax):
+            raise ValueError("out must not share memory with g or argmax")
     cdef int64_t C = g.shape[0]
     cdef int64_t ovol = g.size // C if C else 0
     cdef int64_t ivol = dx.size // C if C else 0

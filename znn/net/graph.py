@@ -1,8 +1,6 @@
 """The Network: a .znn graph built for one output size, with forward, backward and parameters."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from znn import kernels as K
@@ -277,9 +275,6 @@ class Network:
         unused = sorted(set(layers) - set(params) - set(self.nodes) - set(self.edges))
         if strict and missing:
             raise NetworkError(f"{path}: no weights for layers {missing} of {self.spec.path}")
-        if unused:
-            warnings.warn(f"{path}: layer(s) {unused} not in {self.spec.path}, not copied",
-                          stacklevel=2)
         self.apply_constraints()
         if self.conv_mode == "file":
             self.set_conv_mode("file")

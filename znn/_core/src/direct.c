@@ -75,6 +75,9 @@ static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 #define REAL float
 #define SFX(name) name##_s
 #define GEMM cblas_sgemm
+#define GEMM_PACK_SIZE cblas_sgemm_pack_get_size
+#define GEMM_PACK cblas_sgemm_pack
+#define GEMM_COMPUTE cblas_sgemm_compute
 #if ZNN_USE_MKL_DIRECT_CONV
 #include "direct_gemm.inc"
 #else
@@ -83,10 +86,16 @@ static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 #undef REAL
 #undef SFX
 #undef GEMM
+#undef GEMM_PACK_SIZE
+#undef GEMM_PACK
+#undef GEMM_COMPUTE
 
 #define REAL double
 #define SFX(name) name##_d
 #define GEMM cblas_dgemm
+#define GEMM_PACK_SIZE cblas_dgemm_pack_get_size
+#define GEMM_PACK cblas_dgemm_pack
+#define GEMM_COMPUTE cblas_dgemm_compute
 #if ZNN_USE_MKL_DIRECT_CONV
 #include "direct_gemm.inc"
 #else
@@ -95,6 +104,9 @@ static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 #undef REAL
 #undef SFX
 #undef GEMM
+#undef GEMM_PACK_SIZE
+#undef GEMM_PACK
+#undef GEMM_COMPUTE
 
 int znn_direct_uses_mkl(void) { return ZNN_USE_MKL_DIRECT_CONV ? 1 : 0; }
 

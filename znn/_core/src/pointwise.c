@@ -26,6 +26,22 @@ static inline uint8_t pw_keep(uint64_t key, uint64_t i, uint64_t threshold)
     return (pw_mix64(key + (i + 1) * PW_GOLDEN) >> 32) < threshold;
 }
 
+/* The compare/hash loops vectorize well only with AVX2 / AVX-512 (the default build has no
+ * -march): build per-ISA clones chosen at load time. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define PW_CLONES __attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
+#else
+#define PW_CLONES
+#endif
+
+/* m[i] = keep flag of element i0 + i, i < len. */
+PW_CLONES
+static void pw_mask_block(uint8_t *restrict m, int64_t i0, int64_t len, uint64_t key,
+                          uint64_t threshold)
+{
+    for (int64_t i = 0; i < len; i++) m[i] = pw_keep(key, (uint64_t)(i0 + i), threshold);
+}
+
 static int pw_dropout_setup(const char *what, double keep, uint64_t seed, uint64_t *key,
                             uint64_t *threshold)
 {
@@ -43,10 +59,8 @@ int znn_dropout_mask(int64_t total, double keep, uint64_t seed, uint8_t *mask, i
     if (st) return st;
     const int nt = znn_threads(nthreads);
     #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t b = 0; b < total; b += PW_BLOCK) {
-        const int64_t e = total - b < PW_BLOCK ? total : b + PW_BLOCK;
-        for (int64_t i = b; i < e; i++) mask[i] = pw_keep(key, (uint64_t)i, thr);
-    }
+    for (int64_t b = 0; b < total; b += PW_BLOCK)
+        pw_mask_block(mask + b, b, total - b < PW_BLOCK ? total - b : PW_BLOCK, key, thr);
     return ZNN_OK;
 }
 

@@ -53,12 +53,12 @@ int znn_channel_sum_d(const double *g, int64_t C, int64_t n, double *out, int nt
 
 /* Bernoulli(keep) mask of element i: a 64-bit mixing hash of (seed, i) compared with
  * keep * 2^32; depends only on (seed, i, keep).  0 < keep <= 1.
- * y = mask ? x / keep : 0 (y may alias x); mask may be NULL. */
+ * y = x * mask / keep, evaluated in that order (y may alias x); mask may be NULL. */
 int znn_dropout_forward_s(const float *x, int64_t total, double keep, uint64_t seed, float *y,
                           uint8_t *mask, int nthreads);
 int znn_dropout_forward_d(const double *x, int64_t total, double keep, uint64_t seed,
                           double *y, uint8_t *mask, int nthreads);
-/* out = mask ? g / keep : 0 (out may alias g). */
+/* out = g * mask / keep (out may alias g). */
 int znn_dropout_backward_s(const float *g, const uint8_t *mask, int64_t total, double keep,
                            float *out, int nthreads);
 int znn_dropout_backward_d(const double *g, const uint8_t *mask, int64_t total, double keep,

@@ -18,7 +18,8 @@
  *
  * Backward (both): dx[c, argmax[c, o]] += g[c, o]; dx is zeroed first unless `accumulate`.
  * Channels are distributed over threads; each channel is summed by one thread in output
- * order, so results never depend on the thread count.
+ * order, so results never depend on the thread count.  An arg-max outside the input volume
+ * gives ZNN_ERR_ARG and leaves dx partly updated.
  *
  * Ownership: all pointers belong to the caller; x/g are read only; outputs must not alias
  * inputs.  Scratch is allocated internally (two channel-sized buffers per worker thread).
