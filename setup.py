@@ -60,12 +60,20 @@ def wheel_file(dist, suffix):
     return None
 
 
+def mkl_rt_name(lib):
+    """File name of the MKL single dynamic library in lib (the wheels ship only .so.3)."""
+    for name in ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"):
+        if (Path(lib) / name).exists():
+            return name
+    sys.exit(f"setup.py: no libmkl_rt.so* in {lib}")
+
+
 def find_mkl():
     """Return (include_dir, lib_dir) of MKL."""
     root = os.environ.get("MKLROOT")
     if root:
         inc, lib = Path(root) / "include", Path(root) / "lib"
-        if (lib / "intel64").is_dir() and not (lib / "libmkl_rt.so.3").exists():
+        if (lib / "intel64").is_dir() and not list(lib.glob("libmkl_rt.so*")):
             lib = lib / "intel64"
         return inc, lib
     header = wheel_file("mkl-include", "include/mkl.h")
@@ -93,7 +101,7 @@ def extensions():
     # libmkl_rt.so.3 sits in <prefix>/lib; the extension in
     # <prefix>/lib/pythonX.Y/site-packages/znn/_core, four levels below it.
     rpaths = ["$ORIGIN/../../../..", str(lib), str(Path(sys.prefix) / "lib")]
-    ldflags = ["-fopenmp", f"-L{lib}", "-l:libmkl_rt.so.3", "-lm"]
+    ldflags = ["-fopenmp", f"-L{lib}", f"-l:{mkl_rt_name(lib)}", "-lm"]
     ldflags += [f"-Wl,-rpath,{p}" for p in dict.fromkeys(rpaths)]
     only = {s.strip() for s in os.environ.get("ZNN_ONLY", "").split(",") if s.strip()}
     exts = []

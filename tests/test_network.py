@@ -353,3 +353,46 @@ def test_missing_layer_in_weights_is_an_error(tmp_path):
     net2 = znn.load_network(NETWORKS / "tiny2d.znn", tmp_path / "net.h5", output_size=(1, 4, 4),
                             strict=False)
     assert net2 is not None
+
+
+@pytest.mark.parametrize("stdio,dtype", [(True, np.float32), (False, np.float64)])
+def test_loads_a_network_file_written_like_the_original(tmp_path, stdio, dtype):
+    """Original layout: one group per layer, kernels in Fortran order, strings, no attrs."""
+    import h5py
+
+    spec = read_network(NETWORKS / "tiny3d.znn")
+    rng = np.random.default_rng(12)
+    params = ref.random_params(spec, rng)
+    path = tmp_path / "orig.h5"
+    with h5py.File(path, "w") as f:
+        root = f.create_group("/processing/znn/train/network") if stdio else f["/"]
+        for e in spec.edges.values():
+            g = root.create_group(e.name)
+            g["group_type"] = np.bytes_(b"edge")
+            g["type"] = np.bytes_(e.type.encode())
+            g["size"] = np.array(e.size or (1, 1, 1), np.int64)
+            if e.type == "conv":
+                w = params[e.name].astype(dtype)
+                stored = np.empty(w.shape, dtype)
+                for i in range(w.shape[0]):
+                    for j in range(w.shape[1]):
+                        stored[i, j] = w[i, j].ravel(order="F").reshape(w.shape[2:])
+                g["filters"] = stored
+                g["momentum_vol"] = np.zeros_like(stored)
+                g["fft"] = np.bytes_(b"1")
+                g["eta"] = np.bytes_(b"0.00999999978")
+        for n in spec.nodes.values():
+            g = root.create_group(n.name)
+            g["group_type"] = np.bytes_(b"node")
+            g["size"] = np.array([n.size], np.int64)
+            if n.type == "transfer":
+                g["biases"] = params[n.name].astype(dtype)
+    inputs = {"input": rng.standard_normal((1, 8, 11, 10))}
+    want = ref.forward(spec, {k: v.astype(dtype).astype(float) for k, v in params.items()},
+                       inputs, (2, 4, 3))["output"]
+    for mode in ("fft", "direct", "file"):
+        net = znn.load_network(NETWORKS / "tiny3d.znn", path, output_size=(2, 4, 3),
+                               dtype="float64", conv_mode=mode)
+        if mode == "file":
+            assert set(net.conv_modes().values()) == {"fft", "direct"}  # conv3 is 1x1x1
+        np.testing.assert_allclose(net.forward(inputs)["output"], want, rtol=1e-9, atol=1e-10)

@@ -1,6 +1,7 @@
 """FFT convolution kernels on MKL: padded rfft, cropped irfft, kernel spectra, spectral MACs."""
 cimport numpy as cnp
 from libc.stdint cimport int64_t
+import atexit
 from operator import index as _index
 
 import numpy as np
@@ -73,6 +74,9 @@ def backend():
 def clear_plan_cache():
     """Free every cached FFT plan not in use; return how many were freed."""
     return znn_fft_plan_cache_clear()
+
+
+atexit.register(clear_plan_cache)
 
 
 def plan_cache_size():

@@ -13,7 +13,7 @@ class Size3(click.ParamType):
         if isinstance(value, tuple):
             return value
         try:
-            parts = [int(v) for v in str(value).replace("x", ",").split(",") if v.strip()]
+            parts = [int(v) for v in str(value).replace("x", ",").split(",")]
         except ValueError:
             self.fail(f"{value!r} is not a size like 1,100,100", param, ctx)
         if len(parts) == 1:

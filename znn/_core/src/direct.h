@@ -16,6 +16,8 @@
  *      run over the whole input row, so every tap is one GEMM with a constant offset);
  *      OpenMP over column chunks, MKL single-threaded inside; scratch bounded (~64 MB).
  *   0: plain C loops (inner loop over x, vectorisable), OpenMP over output maps/slices.
+ * The environment variable ZNN_DIRECT_CHUNK (columns per GEMM chunk, read on every call)
+ * overrides the chunk size of the GEMM path; tests use it to force many tiny chunks.
  *
  * Threads: nthreads <= 0 means every core.  Work is split into pieces that do not depend on
  * the thread count, and each output element is reduced by one thread in a fixed order, so the

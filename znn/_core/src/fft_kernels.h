@@ -16,8 +16,9 @@
  * every core.  Outputs are written by exactly one thread each, summing in a fixed order,
  * so results do not depend on the thread count (exception: rfft/irfft of fewer maps than
  * threads use one MKL-threaded batched transform, which may round differently from the
- * single-threaded per-map transforms; see znn_fft_set_strategy).  Each function may be called from several
- * threads at once (plans come from the locked cache of fft_plan.h; scratch is per call).
+ * single-threaded per-map transforms; see znn_fft_set_strategy).  Each function may be
+ * called from several threads at once (plans come from the locked cache of fft_plan.h;
+ * scratch is per call).
  * Returns ZNN_OK, ZNN_ERR_ARG, ZNN_ERR_NOMEM or ZNN_ERR_MKL (message via znn_fail).
  */
 #ifndef ZNN_FFT_KERNELS_H
@@ -82,9 +83,12 @@ void znn_fft_kernel_spectrum_one##SFX(const REAL *w, const int64_t k[3], const i
                                       const int64_t n[3], const REAL *tw, REAL *work,         \
                                       REAL *out);                                             \
 /* The same in two steps: prepare (x and y stages into `work`), then z plane kz of the      \
- * spectrum (Y * (X/2+1) complex values): returned pointer, `buf` or inside `work`. */       \
+ * spectrum (Y * (X/2+1) complex values): returned pointer, `buf` or inside `work`.         \
+ * For a kernel of depth 1 with plane0 != NULL, prepare writes the (only) plane to plane0 \
+ * instead, and znn_fft_kernel_plane must not be used. */                                    \
 void znn_fft_kernel_prepare##SFX(const REAL *w, const int64_t k[3], const int64_t d[3],      \
-                                 const int64_t n[3], const REAL *tw, REAL *work);            \
+                                 const int64_t n[3], const REAL *tw, REAL *work,             \
+                                 REAL *plane0);                                              \
 const REAL *znn_fft_kernel_plane##SFX(int64_t kz, const int64_t k[3], const int64_t d[3],   \
                                       const int64_t n[3], const REAL *tw, const REAL *work,   \
                                       REAL *buf);                                             \

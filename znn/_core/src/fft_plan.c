@@ -12,7 +12,9 @@
 #include <fftw/fftw3.h>
 #define ZNN_FFT_BACKEND_NAME "mkl-fftw3"
 #else
-#error "znn FFT kernels need MKL's FFT: build with ZNN_USE_MKL_NATIVE_FFT=1 (MKL DFTI, the default) or with ZNN_USE_MKL_NATIVE_FFT=0 ZNN_USE_MKL_FFT=1 (MKL's FFTW3 interface); both are 0"
+#error "znn FFT kernels need MKL's FFT: ZNN_USE_MKL_NATIVE_FFT and ZNN_USE_MKL_FFT are both 0; \
+build with ZNN_USE_MKL_NATIVE_FFT=1 (MKL DFTI, the default) or with \
+ZNN_USE_MKL_NATIVE_FFT=0 ZNN_USE_MKL_FFT=1 (MKL's FFTW3 interface)"
 #endif
 
 struct znn_fft_plan {
@@ -88,14 +90,17 @@ static int backend_create(znn_fft_plan *p)
     if (rc) return rc;
     rc = dfti_check(DftiSetValue(h, DFTI_CONJUGATE_EVEN_STORAGE, DFTI_COMPLEX_COMPLEX),
                     "set DFTI_CONJUGATE_EVEN_STORAGE");
-    if (!rc) rc = dfti_check(DftiSetValue(h, DFTI_PLACEMENT, DFTI_NOT_INPLACE), "set DFTI_PLACEMENT");
+    if (!rc) rc = dfti_check(DftiSetValue(h, DFTI_PLACEMENT, DFTI_NOT_INPLACE),
+                             "set DFTI_PLACEMENT");
     if (!rc) rc = dfti_check(DftiSetValue(h, DFTI_FWD_STRIDES, rstrides), "set DFTI_FWD_STRIDES");
     if (!rc) rc = dfti_check(DftiSetValue(h, DFTI_BWD_STRIDES, cstrides), "set DFTI_BWD_STRIDES");
     if (!rc && p->howmany > 1) {
         rc = dfti_check(DftiSetValue(h, DFTI_NUMBER_OF_TRANSFORMS, (MKL_LONG)p->howmany),
                         "set DFTI_NUMBER_OF_TRANSFORMS");
-        if (!rc) rc = dfti_check(DftiSetValue(h, DFTI_FWD_DISTANCE, (MKL_LONG)rs), "set DFTI_FWD_DISTANCE");
-        if (!rc) rc = dfti_check(DftiSetValue(h, DFTI_BWD_DISTANCE, (MKL_LONG)cs), "set DFTI_BWD_DISTANCE");
+        if (!rc) rc = dfti_check(DftiSetValue(h, DFTI_FWD_DISTANCE, (MKL_LONG)rs),
+                                 "set DFTI_FWD_DISTANCE");
+        if (!rc) rc = dfti_check(DftiSetValue(h, DFTI_BWD_DISTANCE, (MKL_LONG)cs),
+                                 "set DFTI_BWD_DISTANCE");
     }
     if (!rc) rc = dfti_check(DftiSetValue(h, DFTI_THREAD_LIMIT, (MKL_LONG)p->nthreads),
                              "set DFTI_THREAD_LIMIT");
@@ -155,8 +160,9 @@ static int backend_create(znn_fft_plan *p)
         fftwf_plan_with_nthreads(p->nthreads);
         p->fwd = fftwf_plan_many_dft_r2c(rank, dims, hm, (float *)dummy_in, NULL, 1, rdist,
                                          (fftwf_complex *)dummy_out, NULL, 1, cdist, flags);
-        p->bwd = fftwf_plan_many_dft_c2r(rank, dims, hm, (fftwf_complex *)dummy_out, NULL, 1, cdist,
-                                         (float *)dummy_in, NULL, 1, rdist, flags | FFTW_PRESERVE_INPUT);
+        p->bwd = fftwf_plan_many_dft_c2r(rank, dims, hm, (fftwf_complex *)dummy_out, NULL, 1,
+                                         cdist, (float *)dummy_in, NULL, 1, rdist,
+                                         flags | FFTW_PRESERVE_INPUT);
         fftwf_plan_with_nthreads(1);
     } else {
         fftw_plan_with_nthreads(p->nthreads);

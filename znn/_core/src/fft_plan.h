@@ -28,7 +28,10 @@
 typedef struct znn_fft_plan znn_fft_plan;
 
 /* Number of complex values of the half spectrum of n: Z*Y*(X/2+1). */
-static inline int64_t znn_fft_spectrum_size(const int64_t *n) { return n[0] * n[1] * (n[2] / 2 + 1); }
+static inline int64_t znn_fft_spectrum_size(const int64_t *n)
+{
+    return n[0] * n[1] * (n[2] / 2 + 1);
+}
 
 /* Get an idle plan for `howmany` transforms of shape n in precision real_size (4 or 8)
  * computed with `nthreads` threads (>= 1).  *plan is NULL on failure. */
@@ -52,9 +55,11 @@ int znn_fft_plan_cache_size(void);
 /* "mkl-dfti" or "mkl-fftw3". */
 const char *znn_fft_backend(void);
 
-/* How transforms of a batch of maps are threaded (for measurements):
- * 0 = automatic (default), 1 = one single-threaded transform per map, maps in parallel,
- * 2 = one batched transform threaded by MKL.  Returns the previous value. */
+/* How rfft/irfft thread a batch of B maps with T threads (process-wide; for measurements):
+ * 1 = one single-threaded transform per map, maps in parallel; 2 = one batched transform
+ * (DFTI_NUMBER_OF_TRANSFORMS) threaded by MKL; 0 = automatic (default): the first
+ * B - B % T maps as 1, the remaining B % T (all of them when B < T) as 2.
+ * Returns the previous value. */
 int znn_fft_set_strategy(int strategy);
 int znn_fft_get_strategy(void);
 
