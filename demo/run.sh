@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 ZNN="$VENV/bin/znn"
 rm -rf demo-out && mkdir -p demo-out
 echo "== znn --version"; "$ZNN" --version
-echo "== znn info networks/tiny2d.znn"; "$ZNN" info networks/tiny2d.znn --outsz 1,64,64
+echo "== znn info networks/demo2d.znn"; "$ZNN" info networks/demo2d.znn --outsz 1,48,48
 echo "== znn train -c demo/demo.cfg"; "$ZNN" train -c demo/demo.cfg
 echo "== znn forward -c demo/demo.cfg"; "$ZNN" forward -c demo/demo.cfg
 "$VENV/bin/python" - <<'PY'

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -392,7 +393,7 @@ def read_config(path, overrides: dict[str, str] | None = None) -> RunConfig:
         except ValueError as exc:
             fail(key, f"bad value for '{key}': {exc}")
         if kind == "path":
-            value = folder / Path(value).expanduser()
+            value = Path(os.path.normpath(folder / Path(value).expanduser()))
         legacy[key] = value
     # precedence: train_net_prefix > train_net > train_save_net (as the original)
     for key in ("train_save_net", "train_net", "train_net_prefix"):
