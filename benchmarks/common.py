@@ -4,21 +4,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
+from znn.net.conv_plan import best_time  # noqa: F401  (re-exported for the benchmarks)
+
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
-
-
-def best_time(fn, repeats=3, warmup=1):
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def machine():

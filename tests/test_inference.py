@@ -23,10 +23,10 @@ def saved_net(tmp_path, name, seed=0):
 
 
 def run(tmp_path, name, volume, *, outsz, mirror, weights, threads=0, mode="fft", tag="a",
-        dtype="float64", **kw):
+        dtype="float64", folder=NETWORKS, **kw):
     tif = tmp_path / f"vol_{tag}.tif"
     tifffile.imwrite(tif, volume, photometric="minisblack")
-    vf = VolumeForward(NETWORKS / name, weights, dtype=dtype, conv_mode=mode,
+    vf = VolumeForward(folder / name, weights, dtype=dtype, conv_mode=mode,
                        num_threads=threads, mirror=mirror, outsz=outsz, log=lambda s: None, **kw)
     paths = vf.run({"input": [(tif, "standard3D")]}, tmp_path / f"out_{tag}")
     with h5py.File(paths[0]) as f:
@@ -169,3 +169,35 @@ def test_cli_forward_after_train_and_missing_net(tmp_path):
     assert res.exit_code == 0, res.output
     with h5py.File(tmp_path / "out" / "pred_sample1_output.h5") as f:
         assert f["/main"].shape == (2, 4, 41, 41)  # valid: 48 - FOV + 1
+
+
+def test_tta_averages_flips_and_refuses_affinity(tmp_path):
+    """With an odd FOV (symmetric windows) TTA equals averaging whole-volume flips exactly."""
+    odd = tmp_path / "odd.znn"
+    odd.write_text((NETWORKS / "tiny2d.znn").read_text().replace("size 1,3,3\nstride 1,1,1\n"
+                                                                 "input input", "size 1,2,2\n"
+                                                                 "stride 1,1,1\ninput input"))
+    net = Network(read_network(odd), (1, 1, 1), seed=0)
+    assert net.fov == (1, 7, 7)
+    net.save(tmp_path / "odd.h5")
+    w = tmp_path / "odd.h5"
+    vol = synthetic_stack((2, 20, 20))[0]
+    plain, _ = run(tmp_path, "odd.znn", vol, outsz=(1, 10, 10), mirror=True, weights=w,
+                   folder=tmp_path)
+    tta, _ = run(tmp_path, "odd.znn", vol, outsz=(1, 10, 10), mirror=True, weights=w,
+                 tag="tta", tta=True, folder=tmp_path)
+    # reference: average of the 8 in-plane flips/transposes of the whole volume
+    from znn.data.augment import all_transforms, apply_transform, invert_transform
+
+    acc = 0
+    ts = [t for t in all_transforms() if not t.flip_z]
+    for k, t in enumerate(ts):
+        v = apply_transform([vol[None]], t)[0][0]
+        out, _ = run(tmp_path, "odd.znn", v, outsz=(1, 10, 10), mirror=True, weights=w,
+                     tag=f"r{k}", folder=tmp_path)
+        acc = acc + invert_transform([out], t)[0]
+    np.testing.assert_allclose(tta, acc / len(ts), rtol=1e-9, atol=1e-10)
+    assert not np.allclose(tta, plain)
+    with pytest.raises(DataError, match="affinity"):
+        VolumeForward(NETWORKS / "tiny2d.znn", w, dtype="float32", conv_mode="fft",
+                      num_threads=0, mirror=True, tta=True, out_type="affinity")

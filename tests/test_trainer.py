@@ -254,3 +254,25 @@ is_check = no
     result = runner.invoke(cli, ["forward", "-c", str(tmp_path / "config.cfg")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "experiments" / "out_sample1_output.h5").exists()
+
+
+def test_one_class_labels_train_a_single_output(tmp_path):
+    net = tmp_path / "one.znn"
+    net.write_text((NETWORKS / "tiny2d.znn").read_text().replace(
+        "function linear\nsize 2", "function forward_logistics\nsize 1"))
+    cfg = write_run(tmp_path, extra=f"fnet_spec = {net}\ncost_fn = binomial_cross_entropy\n")
+    cfg.write_text(cfg.read_text().replace(f"fnet_spec = {NETWORKS / 'tiny2d.znn'}\n", "")
+                   .replace("binary_class", "one_class"))
+    (tmp_path / "data.spec").write_text((tmp_path / "data.spec").read_text()
+                                        .replace("binary_class", "one_class"))
+    t = trainer(cfg, Max_iter=5)
+    _, labels, masks, _ = t.train_data.sample()
+    assert labels["output"].shape == (1, 1, 12, 12) and masks["output"].shape == (1, 1, 12, 12)
+    t.run()
+    # the same labels with a softmax cost, or a 2-channel network, are clear errors
+    with pytest.raises(SpecError, match="softmax"):
+        trainer(cfg, cost_fn="softmax_loss", Max_iter=5)
+    (tmp_path / "data.spec").write_text((tmp_path / "data.spec").read_text()
+                                        .replace("one_class", "binary_class"))
+    with pytest.raises(SpecError, match="2 output channel"):
+        trainer(cfg, Max_iter=5)

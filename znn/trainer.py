@@ -17,9 +17,6 @@ from znn.formats.network_file import read_network
 from znn.net.graph import Network
 from znn.optim import SGD
 
-CHANNELS = {"boundary": 2, "affinity": 3}
-
-
 @dataclass
 class Totals:
     """Running sums between two shows (or over one test)."""
@@ -77,7 +74,7 @@ class Trainer:
         self.net = Network(spec, cfg.train_outsz, dtype=cfg.dtype,
                            conv_mode="fft" if mode == "optimize" else mode,
                            num_threads=cfg.num_threads, seed=self.seed, phase="train")
-        self._check_outputs()
+        self._check_functions()
         self.loss = losses.get_loss(cfg.cost_fn)
         self.opt = SGD(self.net, cfg.train_outsz, cfg.eta, cfg.momentum, cfg.weight_decay)
         self.curve = LearningCurve()
@@ -103,22 +100,33 @@ class Trainer:
 
         self.train_data = PatchSampler(dspec, cfg.train_range, rebalance_mode=cfg.rebalance_mode,
                                        is_data_aug=cfg.is_data_aug, rng=self.rng, **geometry)
+        self._check_channels(self.train_data)
         self.test_data = None
         if cfg.test_range:
             self.test_data = PatchSampler(dspec, cfg.test_range, rng=np.random.default_rng(
                 [rng_seed[0], 7]), **geometry)
 
     # -- set-up -------------------------------------------------------------------------------
-    def _check_outputs(self):
+    def _check_channels(self, sampler):
+        cfg = self.cfg
+        for name in self.net.outputs:
+            want, have = sampler.label_channels[name], self.net.nodes[name].n
+            if have != want:
+                what = "one_class labels" if want == 1 else f"out_type {cfg.out_type}"
+                raise SpecError(f"{what} need {want} output channel(s) but node group '{name}' "
+                                f"of {cfg.fnet_spec} has {have}",
+                                path=cfg.path, line=cfg.lines.get("out_type"), key="out_type")
+            if want == 1 and cfg.cost_fn == "softmax_loss":
+                raise SpecError("one_class labels have one channel, where a softmax is constant: "
+                                "use cost_fn binomial_cross_entropy (forward_logistics output) "
+                                "or square_loss", path=cfg.path, line=cfg.lines.get("cost_fn"),
+                                key="cost_fn")
+
+    def _check_functions(self):
         cfg = self.cfg
         where = dict(path=cfg.path, line=cfg.lines.get("cost_fn"), key="cost_fn")
         for name in self.net.outputs:
             node = self.net.nodes[name]
-            want = CHANNELS[cfg.out_type]
-            if node.n != want:
-                raise SpecError(f"out_type {cfg.out_type} needs {want} output channels but "
-                                f"node group '{name}' of {cfg.fnet_spec} has {node.n}",
-                                path=cfg.path, line=cfg.lines.get("out_type"), key="out_type")
             problem = losses.check_output_function(cfg.cost_fn, node.spec.function)
             if problem:
                 raise SpecError(f"{problem} (output node group '{name}' of {cfg.fnet_spec})",

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from znn.cli.options import DTYPE, SIZE3, normalise_dtype
-from znn.cli.train import parse_sets
+from znn.cli.options import SIZE3, config_option, dtype_option, overrides_from, sets_option
 
 
 def _progress_printer(enabled):
@@ -31,19 +30,17 @@ def _progress_printer(enabled):
 
 
 @click.command()
-@click.option("-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
-              help="Run configuration (.cfg, section [parameters]).")
+@config_option
 @click.option("-n", "--net", "net", type=click.Path(dir_okay=False), default=None,
               help="Trained network .h5 (overrides forward_net); znn's or the original ZNN's.")
 @click.option("-r", "--range", "sample_range", default=None,
               help="Samples to process, e.g. 1-3,6 (overrides forward_range).")
-@click.option("-d", "--dtype", type=DTYPE, default=None, help="Override dtype.")
+@dtype_option
 @click.option("--outsz", type=SIZE3, default=None, help="Override forward_outsz (z,y,x).")
 @click.option("--max-memory", default=None,
               help="Memory budget, e.g. 8G (default: half of the available memory).")
-@click.option("--tta", is_flag=True, help="Average over flips/transposes (boundary outputs).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any [parameters] key (repeatable).")
+@click.option("--tta", is_flag=True, help="Average over flips/transposes (boundary outputs; exact for odd FOVs, with an even FOV each flipped pass sees its window shifted by one voxel).")
+@sets_option
 @click.pass_context
 def forward(ctx, config, net, sample_range, dtype, outsz, max_memory, tta, sets):
     """Run a trained network densely over every sample of forward_range."""
@@ -52,16 +49,9 @@ def forward(ctx, config, net, sample_range, dtype, outsz, max_memory, tta, sets)
     from znn.formats.network_file import read_network
     from znn.inference import VolumeForward, parse_memory
 
-    overrides = parse_sets(sets)
-    if net:
-        overrides["forward_net"] = net
-    if sample_range:
-        overrides["forward_range"] = sample_range
-    if dtype:
-        overrides["dtype"] = normalise_dtype(dtype)
-    if outsz:
-        overrides["forward_outsz"] = ",".join(map(str, outsz))
-    cfg = read_config(config, overrides)
+    cfg = read_config(config, overrides_from(
+        sets, dtype, forward_net=net, forward_range=sample_range,
+        forward_outsz=",".join(map(str, outsz)) if outsz else None))
     cfg.require("fdata_spec", "forward_range", "forward_net", "output_prefix")
     quiet = (ctx.obj or {}).get("verbose", 0) < 0
     log = (lambda line: None) if quiet else click.echo

@@ -31,3 +31,32 @@ DTYPE = click.Choice(["float32", "float64", "single", "double"])
 
 def normalise_dtype(value):
     return {"single": "float32", "double": "float64"}.get(value, value)
+
+
+def parse_sets(values):
+    """--set key=value pairs -> dict (click.BadParameter on a malformed pair)."""
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not key=value", param_hint="--set")
+        out[key.strip()] = value.strip()
+    return out
+
+
+# Options shared by the commands that read a run configuration.
+config_option = click.option(
+    "-c", "--config", "config", required=True, type=click.Path(dir_okay=False),
+    help="Run configuration (.cfg, section [parameters]).")
+dtype_option = click.option("-d", "--dtype", type=DTYPE, default=None, help="Override dtype.")
+sets_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                           help="Override any [parameters] key (repeatable).")
+
+
+def overrides_from(sets, dtype=None, **values):
+    """The `read_config` overrides of --set pairs, -d and other non-None options."""
+    out = parse_sets(sets)
+    if dtype:
+        out["dtype"] = normalise_dtype(dtype)
+    out.update({k: str(v) for k, v in values.items() if v is not None})
+    return out

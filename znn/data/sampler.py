@@ -107,11 +107,15 @@ class PatchSampler:
         self.out_shape = np.array(next(iter(sizes)), int)
         self.extra = 1 if out_type == "affinity" else 0
         self._cache: dict = {}
+        self.label_kinds: dict = {}  # output node -> 'one_class' (1 channel) when so declared
         self.samples = [self._load(int(sid)) for sid in sample_ids]
         if not self.samples:
             raise ValueError("no sample ids given")
         self._cumulative = np.cumsum([s.count for s in self.samples])
         self._cache.clear()
+        self.label_channels = {node: 3 if out_type == "affinity" else
+                               1 if self.label_kinds.get(node) == "one_class" else 2
+                               for node in self.output_size}
         self.input_channels = {}
         for node in self.input_fov:
             chans = {s.images[node].shape[0] for s in self.samples}
@@ -166,6 +170,12 @@ class PatchSampler:
                 raise DataError(f"{sec.fnames[0]}: a label volume must have one channel, got "
                                 f"shape {lab.shape}")
             raw_labels[node] = lab[0]
+            kinds = {t.lower() for t in sec.pp_types} or {"auto"}
+            if self.out_type == "boundary" and kinds == {"one_class"}:
+                self.label_kinds[node] = "one_class"
+            elif self.label_kinds.get(node) == "one_class":
+                raise DataError(f"{spec.path}: [label{lid}] pp_types {sec.pp_types} differ from "
+                                f"the one_class labels of other samples for node '{node}'")
             mask = None
             if sec.fmasks:
                 mask = self._read(sec.fmasks[0], label=True)
@@ -346,6 +356,9 @@ class PatchSampler:
             if self.out_type == "affinity":
                 lbls[node] = L.affinity(raw, self.dtype)
                 msks[node] = L.affinity_mask(m, self.dtype)
+            elif self.label_kinds.get(node) == "one_class":
+                lbls[node] = L.one_class(raw, self.dtype)
+                msks[node] = (np.asarray(m) > 0)[np.newaxis].astype(self.dtype)
             else:
                 lbls[node] = L.boundary(raw, self.dtype)
                 msks[node] = L.boundary_mask(m, self.dtype)

@@ -8,8 +8,10 @@ import numpy as np
 from znn import kernels as K
 
 
-def _best_time(fn, repeats):
-    fn()  # warm-up: plans, descriptors, page faults
+def best_time(fn, repeats=2, warmup=1):
+    """Best wall time of `repeats` calls of fn after `warmup` calls (plans, page faults)."""
+    for _ in range(warmup):
+        fn()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -59,7 +61,7 @@ def time_layer(edge, *, training=True, repeats=2, rng=None):
             K.weight_grad(xf, gf, n_shape, k, d, nthreads=nt)
             K.irfft(mac(gf, False), n_shape, (0, 0, 0), n_shape, scale=scale, nthreads=nt)
 
-    return {"fft": _best_time(fft, repeats), "direct": _best_time(direct, repeats)}
+    return {"fft": best_time(fft, repeats), "direct": best_time(direct, repeats)}
 
 
 def optimize_network(net, *, training=None, repeats=2):
