@@ -102,7 +102,7 @@ def test_example_config_parses(tree):
     assert cfg.is_data_aug and cfg.is_bd_mirror and cfg.is_stdio
     assert not (cfg.is_debug or cfg.is_check or cfg.is_malis or cfg.logging)
     assert cfg.rebalance_mode == "global" and cfg.malis_norm_type == "none"
-    assert cfg.train_conv_mode == "fft" and cfg.forward_conv_mode == "fft"
+    assert cfg.train_conv_mode == "optimize" and cfg.forward_conv_mode == "optimize"
     assert cfg.raw["num_iter_per_show"] == "100" and cfg.lines["fnet_spec"] == 4
 
 

@@ -38,12 +38,29 @@ class Channel:
         self.shape = tuple(self.vol.shape[-3:])
         self._stats()
 
-    def _slice(self, z):
-        a = self.vol[:, z] if len(self.vol.shape) == 4 else self.vol[z]
-        return np.asarray(a, dtype=np.float64).reshape(self.shape[1:])
+    def _row_blocks(self, z, voxels=1 << 22):
+        """Row blocks of slice z as float64 arrays of at most ~`voxels` voxels."""
+        rows = max(1, voxels // self.shape[2])
+        for y in range(0, self.shape[1], rows):
+            box = (slice(None), z) if len(self.vol.shape) == 4 else (z,)
+            block = np.asarray(self.vol[box + (slice(y, y + rows),)], dtype=np.float64)
+            yield block.reshape(-1, self.shape[2])
+
+    def _slice_stats(self, z):
+        """(mean, population variance, min, max) of slice z, merged over row blocks."""
+        n, mean, m2, lo, hi = 0, 0.0, 0.0, np.inf, -np.inf
+        for b in self._row_blocks(z):
+            k, bm = b.size, float(b.mean())
+            bm2 = float(((b - bm) ** 2).sum())
+            delta = bm - mean
+            m2 += bm2 + delta * delta * n * k / (n + k)
+            mean += delta * k / (n + k)
+            n += k
+            lo, hi = min(lo, float(b.min())), max(hi, float(b.max()))
+        return mean, m2 / n, lo, hi
 
     def _stats(self):
-        """Streaming pass for the statistics the preprocessing needs (one slice at a time)."""
+        """Streaming pass for the statistics the preprocessing needs (bounded row blocks)."""
         kind = self.pp_type.lower()
         self.offset = np.zeros(self.shape[0])
         self.scale = np.ones(self.shape[0])
@@ -51,14 +68,8 @@ class Channel:
             return
         if kind not in ("standard2d", "standard3d", "symetric_rescale", "symmetric_rescale"):
             raise DataError(f"{self.path}: unknown pp_type '{self.pp_type}'")
-        means, vars_, mins, maxs = [], [], [], []
-        for z in range(self.shape[0]):
-            s = self._slice(z)
-            means.append(s.mean())
-            vars_.append(s.var())
-            mins.append(s.min())
-            maxs.append(s.max())
-        means, vars_ = np.array(means), np.array(vars_)
+        stats = np.array([self._slice_stats(z) for z in range(self.shape[0])])
+        means, vars_, mins, maxs = stats.T
         if kind == "standard2d":
             std = np.sqrt(vars_)
             self.offset, self.scale = means, 1.0 / np.where(std == 0, 1.0, std)
@@ -232,7 +243,7 @@ class VolumeForward:
         if min(out_total) < 1:
             raise DataError(f"volume {vshape} is smaller than the field of view {fov}; use "
                             "is_bd_mirror = yes to process it")
-        mode = "fft" if self.mode == "optimize" else self.mode
+        mode = "direct" if self.mode == "optimize" else self.mode  # optimize: FFT if it fits
         plan = plan_output_size(spec, out_total, self.outsz, self.budget, self.dtype, mode,
                                 self.threads, cache_ffts)
         net = Network(spec, plan.output_size, dtype=self.dtype, conv_mode=mode,
@@ -241,7 +252,10 @@ class VolumeForward:
         if self.mode == "optimize":
             from znn.net.conv_plan import optimize_network
 
-            optimize_network(net, training=False)
+            per_tile = plan.bytes - memory.estimate_bytes(net, training=False,
+                                                          cache_ffts=cache_ffts)
+            report = optimize_network(net, training=False, budget=self.budget - per_tile)
+            self.log("conv modes: " + ", ".join(f"{k} {v['choice']}" for k, v in report.items()))
         o = net.output_size
         pads = {n: tuple((f - 1) // 2 if self.mirror else 0 for f in fovs[n]) for n in net.inputs}
         starts = list(itertools.product(*(tile_starts(t, s) for t, s in zip(out_total, o))))
@@ -303,7 +317,7 @@ class _H5Writer:
 
         self.path = path
         self.tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        self.file = h5py.File(self.tmp, "w")
+        self.file = h5py.File(self.tmp, "w", rdcc_nbytes=64 * 2**20, rdcc_nslots=10007)
         chunks = (1,) + tuple(min(a, b) for a, b in zip(shape[1:], (max(1, tile[0]), 256, 256)))
         self.ds = self.file.create_dataset("/main", shape=shape, dtype=dtype, chunks=chunks,
                                            compression="gzip", compression_opts=1)
@@ -320,9 +334,13 @@ class _H5Writer:
         for c in range(self.ds.shape[0]):
             final = Path(f"{stem}_{c}.tif")
             tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+            _, nz, ny, nx = self.ds.shape
+            rows = self.ds.chunks[2]  # strips of whole chunk rows: each chunk is read once
+            strips = (np.ascontiguousarray(self.ds[c, z, y:y + rows]).tobytes()
+                      for z in range(nz) for y in range(0, ny, rows))
             with tifffile.TiffWriter(tmp, bigtiff=self.ds.nbytes > 2**31) as tw:
-                for z in range(self.ds.shape[1]):
-                    tw.write(self.ds[c, z], photometric="minisblack", contiguous=True)
+                tw.write(strips, shape=(nz, ny, nx), dtype=self.ds.dtype, rowsperstrip=rows,
+                         photometric="minisblack")
             tifs.append((tmp, final))
         self.file.close()
         os.replace(self.tmp, self.path)

@@ -283,7 +283,7 @@ class RunConfig:
     `rebalance_mode none` means no rebalancing; the legacy `is_rebalance` /
     `is_patch_rebalance` keys work when `rebalance_mode` is absent; `forward_*` and
     `train_*` keys are only required by the command that uses them (see `require`);
-    conv modes default to 'fft'; inline comments are stripped; `seed` is a new key;
+    conv modes default to 'optimize' (per-layer timing); inline comments are stripped; `seed` is a new key;
     `Max_iter` need not exceed `Num_iter_per_save` (short runs are legitimate).
     """
 
@@ -305,8 +305,8 @@ class RunConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     train_outsz: tuple[int, int, int] = (1, 100, 100)
-    train_conv_mode: str = "fft"
-    forward_conv_mode: str = "fft"
+    train_conv_mode: str = "optimize"
+    forward_conv_mode: str = "optimize"
     is_data_aug: bool = False
     is_bd_mirror: bool = False
     rebalance_mode: str = "none"

@@ -64,11 +64,16 @@ def time_layer(edge, *, training=True, repeats=2, rng=None):
     return {"fft": best_time(fft, repeats), "direct": best_time(direct, repeats)}
 
 
-def optimize_network(net, *, training=None, repeats=2):
+def optimize_network(net, *, training=None, repeats=2, budget=None):
     """Time every conv layer (not 1x1x1) and switch each to its faster mode.
 
-    Returns {layer: {'fft': s, 'direct': s, 'choice': mode}}.
+    With a memory `budget` (bytes), FFT layers whose spectra would exceed it are switched
+    back to direct, the costliest in memory first.  Returns {layer: {'fft': s,
+    'direct': s, 'choice': mode}}.
     """
+    from znn.kernels import CACHE_FFTS
+    from znn.net.memory import estimate_bytes
+
     training = net.phase == "train" if training is None else training
     report, modes = {}, {}
     for e in net.conv_edges():
@@ -79,4 +84,12 @@ def optimize_network(net, *, training=None, repeats=2):
         report[e.name] = {**times, "choice": choice}
         modes[e.name] = choice
     net.set_conv_mode(modes)
+    if budget is not None:
+        by_memory = sorted((e for e in net.conv_edges() if e.mode == "fft"),
+                           key=lambda e: e.src.n * e.dst.n * int(np.prod(e.src.size)))
+        while by_memory and estimate_bytes(net, training=training,
+                                           cache_ffts=CACHE_FFTS) > budget:
+            e = by_memory.pop()
+            e.mode = modes[e.name] = report[e.name]["choice"] = "direct"
+            report[e.name]["memory"] = "fft over budget"
     return report

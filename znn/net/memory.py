@@ -13,8 +13,10 @@ def _spectrum_elems(shape):
     return z * y * (x // 2 + 1)
 
 
-def estimate_bytes(net, mode, *, training=True, cache_ffts=True):
-    """Peak bytes for one forward (+ backward when training) pass with every conv in `mode`.
+def estimate_bytes(net, mode=None, *, training=True, cache_ffts=True):
+    """Peak bytes for one forward (+ backward when training) pass.
+
+    mode: 'fft' or 'direct' for every conv layer, or None for each layer's current mode.
 
     Counts feature maps (kept for the backward pass when training, freed as soon as consumed
     otherwise), their gradients, node spectra, frequency-domain buckets, cached kernel
@@ -27,7 +29,11 @@ def estimate_bytes(net, mode, *, training=True, cache_ffts=True):
     if training:
         total += sum(maps)  # gradients
     convs = [e for e in net.conv_edges() if e.ksize != (1, 1, 1)]
-    if mode == "fft" and convs:
+    ffts = [e for e in convs if (mode or e.mode) == "fft"]
+    if len(ffts) < len(convs):
+        total += DIRECT_SCRATCH
+    convs = ffts
+    if convs:
         sources = {e.src.name: e.src for e in convs}
         spectra = [s.n * _spectrum_elems(s.size) * cplx for s in sources.values()]
         total += sum(spectra) if training else max(spectra)
@@ -40,8 +46,6 @@ def estimate_bytes(net, mode, *, training=True, cache_ffts=True):
             total += net_threads(net) * max(_spectrum_elems(e.src.size) for e in convs) * cplx
         if training:
             total += net_threads(net) * max(_spectrum_elems(e.src.size) for e in convs) * cplx
-    else:
-        total += DIRECT_SCRATCH if convs else 0
     return int(total)
 
 
