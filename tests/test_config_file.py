@@ -86,7 +86,7 @@ def folder(tmp_path):
 
 def test_example_config_parses(tree):
     cfg = read_config(write(tree / "python", EXAMPLE, "config.cfg"))
-    assert cfg.fnet_spec == tree / "python" / ".." / "networks" / "N4.znn"
+    assert cfg.fnet_spec == tree / "networks" / "N4.znn"  # normalised: no "python/.."
     assert cfg.fnet_spec.resolve() == (tree / "networks" / "N4.znn").resolve()
     assert cfg.fdata_spec.resolve() == (tree / "dataset/test/dataset.spec").resolve()
     assert cfg.train_net_prefix.resolve() == (tree / "experiments/piriform/N4/net").resolve()
@@ -102,7 +102,7 @@ def test_example_config_parses(tree):
     assert cfg.is_data_aug and cfg.is_bd_mirror and cfg.is_stdio
     assert not (cfg.is_debug or cfg.is_check or cfg.is_malis or cfg.logging)
     assert cfg.rebalance_mode == "global" and cfg.malis_norm_type == "none"
-    assert cfg.train_conv_mode == "optimize" and cfg.forward_conv_mode == "optimize"
+    assert cfg.train_conv_mode == "fft" and cfg.forward_conv_mode == "fft"
     assert cfg.raw["num_iter_per_show"] == "100" and cfg.lines["fnet_spec"] == 4
 
 
@@ -115,7 +115,7 @@ def test_defaults(folder):
                                                                                  400000)
     assert cfg.cost_fn == "softmax_loss" and cfg.num_threads == 0 and cfg.dtype == "float32"
     assert cfg.rebalance_mode == "none" and cfg.malis_norm_type == "none"
-    assert cfg.train_conv_mode == "fft" and cfg.forward_conv_mode == "fft"
+    assert cfg.train_conv_mode == "optimize" and cfg.forward_conv_mode == "optimize"
     assert cfg.seed is None and cfg.fdata_spec is None and cfg.train_range is None
     assert not any([cfg.is_data_aug, cfg.is_bd_mirror, cfg.is_malis, cfg.is_stdio,
                     cfg.is_debug, cfg.is_check, cfg.is_visual, cfg.is_constrained_malis])
