@@ -18,6 +18,7 @@ sys.path.insert(0, str(HERE))
 from common import best_time, write_table  # noqa: E402
 
 NETWORKS = HERE.parent / "networks"
+ZNN_MODE = "optimize"  # inference conv mode (see --mode)
 TRAIN = [("N4", "N4.znn", (1, 200, 200)), ("VD2D3D", "VD2D3D.znn", (4, 100, 100)),
          ("zinet 7^3", "zinet.znn", (16, 16, 16))]
 
@@ -78,14 +79,14 @@ def bench_training(threads, quick):
     return rows
 
 
-def bench_inference(threads, quick):
+def bench_inference(threads, quick, slices=30):
     import tifffile
     import torch
     from torch_nets import TorchDense
     from znn.inference import VolumeForward
 
     rows = []
-    z = 4 if quick else 30
+    z = 4 if quick else slices
     vol = np.random.default_rng(0).integers(0, 255, (z, 512, 512)).astype(np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -93,7 +94,7 @@ def bench_inference(threads, quick):
         net = build("N4.znn", (1, 1, 1), threads)
         net.save(tmp / "n4.h5")
         vf = VolumeForward(NETWORKS / "N4.znn", tmp / "n4.h5", dtype="float32",
-                           conv_mode="fft", num_threads=threads, mirror=True,
+                           conv_mode=ZNN_MODE, num_threads=threads, mirror=True,
                            outsz=(1, 512, 512), log=lambda s: None)
         t_znn = best_time(lambda: vf.run({"input": [(tmp / "stack.tif", "none")]},
                                          tmp / "out"), repeats=1, warmup=0)
@@ -118,11 +119,19 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--slices", type=int, default=30, help="z slices of the inference stack")
+    ap.add_argument("--mode", default="optimize", choices=["optimize", "fft", "direct"],
+                    help="znn conv mode for inference")
+    ap.add_argument("--only", choices=["training", "inference"], default=None)
     args = ap.parse_args(argv)
+    global ZNN_MODE
+    ZNN_MODE = args.mode
     rows = []
     for threads in [int(t) for t in args.threads.split(",")]:
-        rows += bench_training(threads, args.quick)
-        rows += bench_inference(threads, args.quick)
+        if args.only != "inference":
+            rows += bench_training(threads, args.quick)
+        if args.only != "training":
+            rows += bench_inference(threads, args.quick, args.slices)
     write_table("networks", ["case", "threads", "znn fft vox/s", "znn direct vox/s",
                              "torch vox/s", "torch time / znn time"], rows)
 
