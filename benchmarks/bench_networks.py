@@ -79,7 +79,11 @@ def bench_training(threads, quick):
     return rows
 
 
+INFER = [("N4", "N4.znn", (1, 512, 512)), ("net3d_5", "net3d_5.znn", (16, 128, 128))]
+
+
 def bench_inference(threads, quick, slices=30):
+    """Dense inference over a slices x 512 x 512 stack (boundary mirroring) per network."""
     import tifffile
     import torch
     from torch_nets import TorchDense
@@ -88,30 +92,36 @@ def bench_inference(threads, quick, slices=30):
     rows = []
     z = 4 if quick else slices
     vol = np.random.default_rng(0).integers(0, 255, (z, 512, 512)).astype(np.uint8)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        tifffile.imwrite(tmp / "stack.tif", vol, photometric="minisblack")
-        net = build("N4.znn", (1, 1, 1), threads)
-        net.save(tmp / "n4.h5")
-        vf = VolumeForward(NETWORKS / "N4.znn", tmp / "n4.h5", dtype="float32",
-                           conv_mode=ZNN_MODE, num_threads=threads, mirror=True,
-                           outsz=(1, 512, 512), log=lambda s: None)
-        t_znn = best_time(lambda: vf.run({"input": [(tmp / "stack.tif", "none")]},
-                                         tmp / "out"), repeats=1, warmup=0)
-        torch.set_num_threads(threads)
-        whole = build("N4.znn", (1, 512, 512), threads)
-        model = TorchDense(whole)
-        pad = np.pad(vol.astype(np.float32), ((0, 0), (47, 47), (47, 47)), mode="symmetric")
+    torch.set_num_threads(threads)
+    for label, name, outsz in INFER:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            tifffile.imwrite(tmp / "stack.tif", vol, photometric="minisblack")
+            build(name, (1, 1, 1), threads).save(tmp / "net.h5")
+            vf = VolumeForward(NETWORKS / name, tmp / "net.h5", dtype="float32",
+                               conv_mode=ZNN_MODE, num_threads=threads, mirror=True,
+                               outsz=outsz, log=lambda s: None)
+            t_znn = best_time(lambda: vf.run({"input": [(tmp / "stack.tif", "none")]},
+                                             tmp / "out"), repeats=1, warmup=0)
+        fov = build(name, (1, 1, 1), threads).fov
+        pads = [((f - 1) // 2, f // 2) for f in fov]
+        padded = np.pad(vol.astype(np.float32), pads, mode="symmetric")
+        if fov[0] == 1:  # 2D network: whole slices, one at a time
+            model = TorchDense(build(name, (1, 512, 512), threads))
+            inputs = [padded[k][None, None, None] for k in range(z)]
+        else:  # 3D network: the whole padded stack at once
+            model = TorchDense(build(name, vol.shape, threads))
+            inputs = [padded[None, None]]
 
         def torch_run():
             with torch.no_grad():
-                for k in range(z):
-                    model({"input": torch.from_numpy(pad[k][None, None, None].copy())})
+                for a in inputs:
+                    model({"input": torch.from_numpy(np.ascontiguousarray(a))})
         t_torch = best_time(torch_run, repeats=1, warmup=0)
-    vox = vol.size
-    rows.append([f"N4 inference {z}x512x512", threads, f"{vox / t_znn:,.0f}", "",
-                 f"{vox / t_torch:,.0f}", f"{t_torch / t_znn:.2f}x"])
-    print(rows[-1], flush=True)
+        rows.append([f"{label} inference {z}x512x512 ({ZNN_MODE})", threads,
+                     f"{vol.size / t_znn:,.0f}", "", f"{vol.size / t_torch:,.0f}",
+                     f"{t_torch / t_znn:.2f}x"])
+        print(rows[-1], flush=True)
     return rows
 
 
