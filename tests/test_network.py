@@ -396,3 +396,15 @@ def test_loads_a_network_file_written_like_the_original(tmp_path, stdio, dtype):
         if mode == "file":
             assert set(net.conv_modes().values()) == {"fft", "direct"}  # conv3 is 1x1x1
         np.testing.assert_allclose(net.forward(inputs)["output"], want, rtol=1e-9, atol=1e-10)
+
+
+def test_conv_without_init_or_weights_is_an_error(tmp_path):
+    text = ("nodes input\ntype input\nsize 1\nedges c\ntype conv\nsize 1,3,3\ninput input\n"
+            "output output\nnodes output\ntype transfer\nfunction linear\nsize 1\n")
+    net = build(text, (1, 2, 2))
+    with pytest.raises(znn.NetworkError, match=r"<test>:4: conv layer 'c' has no `init`"):
+        net.forward({"input": np.zeros((1, 1, 4, 4))})
+    other = build(text.replace("size 1,3,3", "size 1,3,3\ninit zero"), (1, 2, 2))
+    other.save(tmp_path / "w.h5")
+    net.load_weights(tmp_path / "w.h5")
+    assert net.forward({"input": np.ones((1, 1, 4, 4))})["output"].shape == (1, 1, 2, 2)

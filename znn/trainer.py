@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from znn import losses
+from znn import losses, malis
 from znn.checkpoint import LearningCurve, read_training_state, save_checkpoint
 from znn.errors import DataError, SpecError
 from znn.formats.dataset_file import read_dataset_spec
@@ -176,16 +176,12 @@ class Trainer:
             totals.cls += losses.pixel_error(out, lbl, mask)
             totals.voxels += float(np.sum(mask)) if mask is not None else out.size
             if self.cfg.out_type == "affinity":
-                from znn import malis
-
                 totals.re.append(malis.rand_error(out, lbl))
             if not train:
                 continue
             if self.cfg.rebalance_mode != "none":
                 g = g * weights[name]
             if self.cfg.is_malis:
-                from znn import malis
-
                 w, stats = malis.malis_gradient_weights(out, lbl, self.cfg.malis_norm_type,
                                                         self.cfg.is_constrained_malis)
                 if stats["n"] <= 1:

@@ -154,6 +154,11 @@ class Network:
         done, and backward is not possible afterwards.
         """
         inputs = self._as_maps(inputs, self.inputs, self.input_sizes, "inputs")
+        blank = [e for e in self.conv_edges() if not e.initialized]
+        if blank:
+            e = blank[0]
+            raise NetworkError(f"{self.spec.path}:{e.spec.line}: conv layer '{e.name}' has no "
+                               f"`init` and no weights were loaded for it")
         for node in self.nodes.values():
             node.release()
         for edge in self.edges.values():
@@ -247,6 +252,7 @@ class Network:
     def load_weights(self, path, *, strict=True):
         """Copy weights from an .h5 saved by znn or the original ZNN, matching layers by name.
 
+        Layers of the file that the network lacks are returned as `unused`.
         strict: every parameter layer must be present (forward passes); otherwise missing
         layers keep their initial values (seeding).  Returns (copied, missing, unused) names.
         Shapes must match exactly (NetworkError otherwise).
