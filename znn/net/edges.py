@@ -159,7 +159,40 @@ class Conv(Edge):
     # -- FFT ------------------------------------------------------------------------------------
     @property
     def fft_shape(self):
+        """FFT volume of this edge: the input map size (see fft_offset for the windows)."""
         return tuple(self.src.size)
+
+    @property
+    def fft_offset(self):
+        """Where the output (and its gradient) sits in the FFT volume: (k - 1) * dilation."""
+        return tuple(a - b for a, b in zip(self.src.size, self.dst.size))
+
+    @property
+    def fft_key(self):
+        """Edges with equal keys share frequency-domain sums (one inverse transform)."""
+        return self.fft_shape + self.fft_offset
+
+    def _scale(self):
+        return 1.0 / float(np.prod(self.fft_shape))
+
+    def input_spectrum(self, x):
+        """Spectra of the input maps x (n_in, *src.size) at the FFT size."""
+        return K.rfft(x, self.fft_shape, nthreads=self.threads)
+
+    def output_from_spectrum(self, yf, out=None, accumulate=False):
+        """The output window of the inverse transform of yf (n_out spectra)."""
+        return K.irfft(yf, self.fft_shape, self.fft_offset, self.dst.size, out=out,
+                       scale=self._scale(), accumulate=accumulate, nthreads=self.threads)
+
+    def grad_spectrum(self, g):
+        """Spectra of the output gradient g (n_out, *dst.size), placed at fft_offset."""
+        return K.rfft(np.ascontiguousarray(g), self.fft_shape, self.fft_offset,
+                      nthreads=self.threads)
+
+    def input_grad_from_spectrum(self, dxf, out=None, accumulate=False):
+        """dE/d(input) (n_in, *src.size) from its spectra."""
+        return K.irfft(dxf, self.fft_shape, (0, 0, 0), self.src.size, out=out,
+                       scale=self._scale(), accumulate=accumulate, nthreads=self.threads)
 
     def kernel_spectra(self):
         """Spectra of the dilated, zero-padded filters; cached while the filters are unchanged."""

@@ -169,12 +169,15 @@ class Network:
             if node.type == "input":
                 node.value = inputs[name]
                 continue
-            total, parts, spectra = None, [], {}
+            total, parts, spectra, fft_edges = None, [], {}, {}
             for e in node.in_edges:
                 x = e.src.value
                 if e.is_fft:
-                    spectra[e.fft_shape] = e.forward_spectral(e.src.output_spectrum(),
-                                                              spectra.get(e.fft_shape))
+                    key = e.fft_key
+                    if key not in spectra:
+                        fft_edges[key] = e
+                    spectra[key] = e.forward_spectral(e.src.output_spectrum(e),
+                                                      spectra.get(key))
                 else:
                     y = e.forward(x)
                     if node.type == "maxout":
@@ -188,15 +191,9 @@ class Network:
                     pending[e.src.name] -= 1
                     if pending[e.src.name] == 0 and e.src.name not in self.outputs:
                         e.src.release()
-            for fft_shape, yf in spectra.items():
-                offset = tuple(f - s for f, s in zip(fft_shape, node.size))
-                scale = 1.0 / float(np.prod(fft_shape))
-                if total is None:
-                    total = K.irfft(yf, fft_shape, offset, node.size, scale=scale,
-                                    nthreads=self.num_threads)
-                else:
-                    K.irfft(yf, fft_shape, offset, node.size, out=total, scale=scale,
-                            accumulate=True, nthreads=self.num_threads)
+            for key, yf in spectra.items():
+                total = fft_edges[key].output_from_spectrum(yf, out=total,
+                                                            accumulate=total is not None)
             node.finish_forward(total, parts)
         self._has_state = keep_state
         return {name: self.nodes[name].value for name in self.outputs}
@@ -225,15 +222,13 @@ class Network:
             gspec = {}
             for e, ge in zip(node.in_edges, node.grads_for_edges(g)):
                 if e.is_fft:
-                    shape = e.fft_shape
-                    if shape not in gspec:
-                        offset = tuple(f - s for f, s in zip(shape, node.size))
-                        gspec[shape] = K.rfft(np.ascontiguousarray(ge), shape, offset,
-                                              nthreads=self.num_threads)
+                    key = e.fft_key
+                    if key not in gspec:
+                        gspec[key] = e.grad_spectrum(ge)
                     src = e.src
-                    src.dx_spectra[shape] = e.backward_spectral(src.output_spectrum(),
-                                                                gspec[shape],
-                                                                src.dx_spectra.get(shape))
+                    dxf = src.dx_spectra.get(e.fft_shape, (None, e))[0]
+                    src.dx_spectra[e.fft_shape] = (
+                        e.backward_spectral(src.output_spectrum(e), gspec[key], dxf), e)
                 elif e.src.needs_grad or e.has_params:
                     dx = e.backward(np.ascontiguousarray(ge))
                     if e.src.needs_grad:
@@ -245,7 +240,7 @@ class Network:
         for node in self.nodes.values():
             if node.name not in self.outputs:
                 node.value = None
-            node.spectrum = None
+            node.spectrum = {}
         return result
 
     # -- weights ------------------------------------------------------------------------------

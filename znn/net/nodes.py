@@ -37,9 +37,9 @@ class Node:
     def release(self):
         """Drop per-pass state (maps, spectra, gradients)."""
         self.value = None      # output maps (n, *size)
-        self.spectrum = None   # r2c spectrum of value, shared by every outgoing FFT edge
+        self.spectrum = {}     # FFT size -> spectra of value, shared by outgoing FFT edges
         self.grad = None       # dE/d(output), accumulated from the outgoing edges
-        self.dx_spectra = {}   # fft shape -> summed input-gradient spectra of outgoing FFT edges
+        self.dx_spectra = {}   # FFT size -> (summed input-gradient spectra, an edge of that size)
         self.argidx = None     # maxout: index of the winning incoming edge
 
     # -- forward ------------------------------------------------------------------------------
@@ -53,11 +53,13 @@ class Node:
         self.value = total
         return total
 
-    def output_spectrum(self):
-        """Spectrum of this node's maps at their own size (the FFT size of its FFT edges)."""
-        if self.spectrum is None:
-            self.spectrum = K.rfft(self.value, self.size, nthreads=self.net.num_threads)
-        return self.spectrum
+    def output_spectrum(self, edge):
+        """Spectra of this node's maps at the FFT size of an outgoing FFT edge (computed once
+        per size and shared by every outgoing edge of that size)."""
+        shape = edge.fft_shape
+        if shape not in self.spectrum:
+            self.spectrum[shape] = edge.input_spectrum(self.value)
+        return self.spectrum[shape]
 
     # -- backward -----------------------------------------------------------------------------
     def add_grad(self, g):
@@ -71,14 +73,9 @@ class Node:
 
     def collect_grad(self):
         """Finish dE/d(output): inverse-transform the spectral buckets of outgoing FFT edges."""
-        for fft_shape, dxf in self.dx_spectra.items():
-            scale = 1.0 / float(np.prod(fft_shape))
-            if self.grad is None:
-                self.grad = K.irfft(dxf, fft_shape, (0, 0, 0), self.size, scale=scale,
-                                    nthreads=self.net.num_threads)
-            else:
-                K.irfft(dxf, fft_shape, (0, 0, 0), self.size, out=self.grad, scale=scale,
-                        accumulate=True, nthreads=self.net.num_threads)
+        for dxf, edge in self.dx_spectra.values():
+            self.grad = edge.input_grad_from_spectrum(dxf, out=self.grad,
+                                                      accumulate=self.grad is not None)
         self.dx_spectra = {}
         if self.grad is None:
             self.grad = np.zeros(self.shape, self.net.dtype)
