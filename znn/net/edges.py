@@ -202,6 +202,18 @@ class Conv(Edge):
             self._wf_of = self.filters.copy()
         return self._wf
 
+    def invalidate_spectra(self):
+        """Forget the cached kernel spectra (as a parameter update does)."""
+        self._wf = self._wf_of = None
+
+    def spectra_bytes(self):
+        """Bytes of kernel spectra this edge keeps between passes in FFT mode."""
+        if not K.CACHE_FFTS:
+            return 0
+        z, y, x = self.fft_shape
+        real = np.dtype(self.net.dtype).itemsize
+        return self.src.n * self.dst.n * z * y * (x // 2 + 1) * 2 * real
+
     def _spectra(self, n):
         z, y, x = self.fft_shape
         ctype = np.complex64 if self.net.dtype == np.float32 else np.complex128
