@@ -408,3 +408,35 @@ def test_conv_without_init_or_weights_is_an_error(tmp_path):
     other.save(tmp_path / "w.h5")
     net.load_weights(tmp_path / "w.h5")
     assert net.forward({"input": np.ones((1, 1, 4, 4))})["output"].shape == (1, 1, 2, 2)
+
+
+def test_fft_sizes_are_padded_to_fast_lengths_and_stay_exact(monkeypatch):
+    from znn.net.shapes import fast_fft_length
+
+    assert [fast_fft_length(n) for n in (1, 7, 11, 13, 47, 97, 291)] == \
+        [1, 7, 12, 14, 48, 98, 294]
+    rng = np.random.default_rng(5)
+    net = build("tiny3d.znn", (3, 5, 4), dtype="float64", conv_mode="fft")
+    padded = [e for e in net.conv_edges() if e.fft_shape != tuple(e.src.size)]
+    assert padded, "this case must exercise padded FFT sizes"
+    params = ref.random_params(net.spec, rng)
+    set_params(net, params)
+    inputs = random_inputs(net, rng)
+    g = {k: rng.standard_normal((net.nodes[k].n,) + net.output_size) for k in net.outputs}
+    y = net.forward(inputs)
+    dx = net.backward(g, input_grads=True)
+    grads = {k: v.copy() for k, v in net.gradients().items()}
+    monkeypatch.setenv("ZNN_FFT_EXACT_SIZES", "1")
+    assert all(e.fft_shape == tuple(e.src.size) for e in net.conv_edges())
+    for e in net.conv_edges():
+        e.invalidate_spectra()
+    y2 = net.forward(inputs)
+    dx2 = net.backward(g, input_grads=True)
+    for k in y:
+        np.testing.assert_allclose(y[k], y2[k], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx["input"], dx2["input"], rtol=1e-10, atol=1e-12)
+    for k, v in net.gradients().items():
+        np.testing.assert_allclose(grads[k], v, rtol=1e-10, atol=1e-12)
+    want = reference_outputs(net, params, inputs)
+    for k in want:
+        np.testing.assert_allclose(y[k], want[k], rtol=1e-10, atol=1e-12)

@@ -7,10 +7,13 @@ needs no gradient), storing parameter gradients on the edge.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from znn import kernels as K
 from znn.net.initializers import initialize, tie_blocks
+from znn.net.shapes import fast_fft_shape
 
 
 class Edge:
@@ -159,8 +162,11 @@ class Conv(Edge):
     # -- FFT ------------------------------------------------------------------------------------
     @property
     def fft_shape(self):
-        """FFT volume of this edge: the input map size (see fft_offset for the windows)."""
-        return tuple(self.src.size)
+        """FFT volume of this edge: the input map size padded to fast DFT lengths
+        (see fft_offset for the windows; ZNN_FFT_EXACT_SIZES=1 turns the padding off)."""
+        if os.environ.get("ZNN_FFT_EXACT_SIZES", "") not in ("", "0"):
+            return tuple(self.src.size)
+        return fast_fft_shape(self.src.size)
 
     @property
     def fft_offset(self):
@@ -196,7 +202,9 @@ class Conv(Edge):
 
     def kernel_spectra(self):
         """Spectra of the dilated, zero-padded filters; cached while the filters are unchanged."""
-        if self._wf is None or not np.array_equal(self._wf_of, self.filters):
+        z, y, x = self.fft_shape
+        if (self._wf is None or self._wf.shape[2:] != (z, y, x // 2 + 1)
+                or not np.array_equal(self._wf_of, self.filters)):
             self._wf = K.kernel_spectra(self.filters, self.dilation, self.fft_shape,
                                         nthreads=self.threads)
             self._wf_of = self.filters.copy()

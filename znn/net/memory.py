@@ -34,18 +34,18 @@ def estimate_bytes(net, mode=None, *, training=True, cache_ffts=True):
         total += DIRECT_SCRATCH
     convs = ffts
     if convs:
-        sources = {e.src.name: e.src for e in convs}
-        spectra = [s.n * _spectrum_elems(s.size) * cplx for s in sources.values()]
+        spectra = [e.src.n * _spectrum_elems(e.fft_shape) * cplx
+                   for e in {e.src.name: e for e in convs}.values()]
         total += sum(spectra) if training else max(spectra)
-        buckets = [e.dst.n * _spectrum_elems(e.src.size) * cplx for e in convs]
+        buckets = [e.dst.n * _spectrum_elems(e.fft_shape) * cplx for e in convs]
         total += max(buckets) * (2 if training else 1)
-        kernels = [e.src.n * e.dst.n * _spectrum_elems(e.src.size) * cplx for e in convs]
+        kernels = [e.src.n * e.dst.n * _spectrum_elems(e.fft_shape) * cplx for e in convs]
         if cache_ffts:
             total += sum(kernels)
         else:
-            total += net_threads(net) * max(_spectrum_elems(e.src.size) for e in convs) * cplx
+            total += net_threads(net) * max(_spectrum_elems(e.fft_shape) for e in convs) * cplx
         if training:
-            total += net_threads(net) * max(_spectrum_elems(e.src.size) for e in convs) * cplx
+            total += net_threads(net) * max(_spectrum_elems(e.fft_shape) for e in convs) * cplx
     return int(total)
 
 

@@ -11,6 +11,28 @@ ONE = (1, 1, 1)
 SLIDING = ("conv", "max_filter")
 
 
+def fast_fft_length(n):
+    """Smallest m >= n whose prime factors are all 2, 3, 5 or 7 (MKL's fast DFT lengths).
+
+    Zero-padding a map to such a length leaves the valid convolution exact (the cropped
+    windows never see the wrap-around) and makes the transforms 3-13x faster than for
+    lengths with a large prime factor (measured: 47^3 113 ms vs 48^3 9 ms for 48 maps).
+    """
+    m = max(1, int(n))
+    while True:
+        r = m
+        for p in (2, 3, 5, 7):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+def fast_fft_shape(size):
+    return tuple(fast_fft_length(n) for n in size)
+
+
 def mul(a, b):
     return tuple(int(x) * int(y) for x, y in zip(a, b))
 
