@@ -249,13 +249,13 @@ class VolumeForward:
         net = Network(spec, plan.output_size, dtype=self.dtype, conv_mode=mode,
                       num_threads=self.threads, seed=0)
         net.load_weights(self.weights, strict=True)
-        if self.mode == "optimize":
-            from znn.net.conv_plan import optimize_network
+        if self.mode == "optimize":  # saved plan (znn optimize-conv) or timed now
+            from znn.net.conv_plan import plan_network
 
             per_tile = plan.bytes - memory.estimate_bytes(net, training=False,
                                                           cache_ffts=cache_ffts)
-            report = optimize_network(net, training=False, budget=self.budget - per_tile)
-            self.log("conv modes: " + ", ".join(f"{k} {v['choice']}" for k, v in report.items()))
+            plan_network(net, self.znn_path, training=False, budget=self.budget - per_tile,
+                         log=self.log)
         o = net.output_size
         pads = {n: tuple((f - 1) // 2 if self.mirror else 0 for f in fovs[n]) for n in net.inputs}
         starts = list(itertools.product(*(tile_starts(t, s) for t, s in zip(out_total, o))))

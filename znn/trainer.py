@@ -80,13 +80,11 @@ class Trainer:
         self.curve = LearningCurve()
         self.start = 0
         self._restore(seed_net)
-        if mode == "optimize":
-            from znn.net.conv_plan import optimize_network
+        if mode == "optimize":  # saved plan (znn optimize-conv) or timed now; memory-bounded
+            from znn.net.conv_plan import default_budget, plan_network
 
-            report = optimize_network(self.net, training=True)
-            for name, r in report.items():
-                self.log(f"optimize: {name}: fft {r['fft'] * 1e3:.1f} ms, direct "
-                         f"{r['direct'] * 1e3:.1f} ms -> {r['choice']}")
+            plan_network(self.net, cfg.fnet_spec, training=True, budget=default_budget(),
+                         log=self.log)
         rng_seed = [self.seed if self.seed is not None else np.random.SeedSequence().entropy,
                     self.start]
         self.rng = np.random.default_rng(rng_seed)

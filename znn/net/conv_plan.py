@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from znn import kernels as K
+from znn.net import plan_store
+from znn.net.memory import estimate_bytes, human, net_threads
+
+NO_PLAN = "timing conv layers (no saved plan; `znn optimize-conv` makes one ahead of time)"
 
 
 def best_time(fn, repeats=2, warmup=1):
@@ -20,76 +25,175 @@ def best_time(fn, repeats=2, warmup=1):
     return best
 
 
-def time_layer(edge, *, training=True, repeats=2, rng=None):
+def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     """Seconds per pass of one conv edge in each mode: {'fft': s, 'direct': s}.
 
-    training=True times forward + backward (data and weight gradients, and the kernel
-    transforms that every update invalidates); False times the forward pass only, with the
-    kernel spectra cached as they are during inference.
+    Drives the edge's own methods, so it times whatever engine the network runs.
+    training=True times forward + backward (weight gradient, and the input gradient when
+    the input node needs one) with the kernel spectra recomputed every pass, as after every
+    update; False times the forward pass only, with the kernel spectra cached as during
+    inference.  fft=False skips the FFT timing ('fft': None).  The edge's mode, gradient and
+    filters are unchanged afterwards and its per-pass state and kernel spectra are released.
     """
+    e = edge
     rng = rng or np.random.default_rng(0)
-    dtype, nt = edge.net.dtype, edge.net.num_threads
-    x = rng.standard_normal((edge.src.n,) + tuple(edge.src.size)).astype(dtype)
-    g = rng.standard_normal((edge.dst.n,) + tuple(edge.dst.size)).astype(dtype)
-    w = np.ascontiguousarray(edge.filters)
-    d, n_shape, k = edge.dilation, tuple(edge.src.size), edge.ksize
-    offset = tuple(a - b for a, b in zip(n_shape, edge.dst.size))
-    scale = 1.0 / float(np.prod(n_shape))
-    wf_cached = K.kernel_spectra(w, d, n_shape, nthreads=nt) if K.CACHE_FFTS else None
+    x = rng.standard_normal((e.src.n,) + tuple(e.src.size)).astype(e.net.dtype)
+    g = rng.standard_normal((e.dst.n,) + tuple(e.dst.size)).astype(e.net.dtype)
+    saved_mode, saved_grad = e.mode, e.grad.copy()
 
-    def direct():
-        K.conv_forward(x, w, d, nthreads=nt)
+    def fft_pass():
         if training:
-            K.conv_backward_data(g, w, d, n_shape, nthreads=nt)
-            K.conv_backward_weight(x, g, d, nthreads=nt)
-
-    def mac(xf, fwd):
-        out = np.empty(((edge.dst.n if fwd else edge.src.n),) + xf.shape[1:], xf.dtype)
-        if K.CACHE_FFTS:
-            wf = K.kernel_spectra(w, d, n_shape, nthreads=nt) if training else wf_cached
-            (K.mac_forward if fwd else K.mac_backward)(xf, wf, out, nthreads=nt)
-        else:
-            fn = K.mac_forward_streamed if fwd else K.mac_backward_streamed
-            fn(xf, w, d, n_shape, out, nthreads=nt)
-        return out
-
-    def fft():
-        xf = K.rfft(x, n_shape, nthreads=nt)
-        K.irfft(mac(xf, True), n_shape, offset, edge.dst.size, scale=scale, nthreads=nt)
+            e.invalidate_spectra()
+        xf = e.input_spectrum(x)
+        e.output_from_spectrum(e.forward_spectral(xf, None))
         if training:
-            gf = K.rfft(g, n_shape, offset, nthreads=nt)
-            K.weight_grad(xf, gf, n_shape, k, d, nthreads=nt)
-            K.irfft(mac(gf, False), n_shape, (0, 0, 0), n_shape, scale=scale, nthreads=nt)
+            dxf = e.backward_spectral(xf, e.grad_spectrum(g), None)
+            if e.src.needs_grad:
+                e.input_grad_from_spectrum(dxf)
 
-    return {"fft": best_time(fft, repeats), "direct": best_time(direct, repeats)}
+    def direct_pass():
+        e.forward(x)
+        if training:
+            e.backward(g)
+
+    try:
+        times = {"fft": None, "direct": None}
+        if fft:
+            e.mode = "fft"
+            times["fft"] = best_time(fft_pass, repeats)
+        e.mode = "direct"
+        times["direct"] = best_time(direct_pass, repeats)
+        return times
+    finally:
+        e.grad[...] = saved_grad  # in place: optimizers hold this array
+        e.mode = saved_mode
+        e.release()
+        e.invalidate_spectra()  # timing must not leave every layer's spectra in memory
 
 
-def optimize_network(net, *, training=None, repeats=2, budget=None):
-    """Time every conv layer (not 1x1x1) and switch each to its faster mode.
+def timed_edges(net):
+    """The conv edges whose mode is a choice (1x1x1 kernels always run direct)."""
+    return [e for e in net.conv_edges() if e.ksize != (1, 1, 1)]
 
-    With a memory `budget` (bytes), FFT layers whose spectra would exceed it are switched
-    back to direct, the costliest in memory first.  Returns {layer: {'fft': s,
-    'direct': s, 'choice': mode}}.
+
+def time_network(net, *, training, repeats=2, budget=None, progress=None):
+    """{layer: {'fft': s | None, 'direct': s, 'fft_bytes': n, 'fft_shape': [z, y, x]}} for
+    every timed conv layer.
+
+    FFT is not timed (None) for a layer whose kernel spectra alone exceed `budget`.
+    progress: optional callable (k, layer) called before timing the k-th layer (from 1).
     """
-    from znn.kernels import CACHE_FFTS
-    from znn.net.memory import estimate_bytes
+    layers = {}
+    for k, e in enumerate(timed_edges(net), 1):
+        if progress:
+            progress(k, e.name)
+        nbytes = e.spectra_bytes()
+        fits = budget is None or nbytes <= budget
+        t = time_layer(e, training=training, repeats=repeats, fft=fits)
+        layers[e.name] = {"fft": t["fft"], "direct": t["direct"], "fft_bytes": nbytes,
+                          "fft_shape": list(e.fft_shape)}
+    return layers
 
-    training = net.phase == "train" if training is None else training
-    report, modes = {}, {}
-    for e in net.conv_edges():
-        if e.ksize == (1, 1, 1):
-            continue
-        times = time_layer(e, training=training, repeats=repeats)
-        choice = min(times, key=times.get)
-        report[e.name] = {**times, "choice": choice}
-        modes[e.name] = choice
-    net.set_conv_mode(modes)
+
+def choose_modes(net, layers, *, training, budget=None):
+    """Set each timed layer to its faster mode, then demote FFT layers until the budget holds.
+
+    `layers` as from time_network (or a saved plan).  Demotion takes the largest kernel
+    spectra first.  Returns {layer: {'fft', 'direct', 'fft_bytes', 'choice', 'note'}}.
+    """
+    report = {}
+    for e in timed_edges(net):
+        t = layers[e.name]
+        fft_ok = t.get("fft") is not None
+        choice = "fft" if fft_ok and t["fft"] < t["direct"] else "direct"
+        note = "" if fft_ok else "fft over budget (not timed)"
+        report[e.name] = {"fft": t.get("fft"), "direct": t["direct"],
+                          "fft_bytes": int(t.get("fft_bytes", e.spectra_bytes())),
+                          "choice": choice, "note": note}
+    net.set_conv_mode({k: v["choice"] for k, v in report.items()})
     if budget is not None:
-        by_memory = sorted((e for e in net.conv_edges() if e.mode == "fft"),
-                           key=lambda e: e.src.n * e.dst.n * int(np.prod(e.src.size)))
-        while by_memory and estimate_bytes(net, training=training,
-                                           cache_ffts=CACHE_FFTS) > budget:
-            e = by_memory.pop()
-            e.mode = modes[e.name] = report[e.name]["choice"] = "direct"
-            report[e.name]["memory"] = "fft over budget"
+        fft_edges = sorted((e for e in timed_edges(net) if e.mode == "fft"),
+                           key=lambda e: (report[e.name]["fft_bytes"],
+                                          e.src.n * e.dst.n * int(np.prod(e.src.size))))
+        while fft_edges and estimate_bytes(net, training=training,
+                                           cache_ffts=K.CACHE_FFTS) > budget:
+            e = fft_edges.pop()
+            e.mode = report[e.name]["choice"] = "direct"
+            report[e.name]["note"] = f"fft over the {human(budget)} memory budget"
     return report
+
+
+def default_budget():
+    """Half of the available memory (as `znn forward` uses by default)."""
+    from znn.inference import available_memory
+
+    return int(0.5 * available_memory())
+
+
+@dataclass
+class PlanResult:
+    """What plan_network did: the per-layer report, the plan entry and file, whether it timed."""
+
+    report: dict
+    entry: plan_store.PlanEntry
+    path: object
+    timed: bool
+
+    def counts(self, net):
+        modes = [e.mode for e in net.conv_edges()]
+        return modes.count("fft"), modes.count("direct")
+
+
+def plan_network(net, znn_path, *, training, budget=None, repeats=2, force=False, log=None,
+                 progress=None):
+    """Set the conv modes of `net` from the saved plan of `znn_path`, timing (and saving) first
+    when there is no matching plan or `force`.
+
+    The plan is looked up by network content, machine, build, mode, output size, dtype and
+    thread count (see znn.net.plan_store).  log: callable taking one line (notices);
+    progress: see time_network.
+    """
+    log = log or (lambda line: None)
+    mode = "train" if training else "forward"
+    shapes = {e.name: tuple(e.fft_shape) for e in timed_edges(net)}
+    key = dict(mode=mode, output_size=net.output_size, dtype=net.dtype.name,
+               threads=net_threads(net))
+    found = plan_store.find_plan(znn_path, fft_shapes=shapes, log=log, **key)
+    entry, timed = found.entry, False
+    if entry is None or force:
+        if force:
+            log(f"re-timing {len(shapes)} conv layer(s) (--force)")
+        else:
+            log(found.stale or NO_PLAN)
+        layers = time_network(net, training=training, repeats=repeats, budget=budget,
+                              progress=progress)
+        entry = plan_store.new_entry(znn_path, layers=layers, repeats=repeats, **key)
+        plan_store.save_plan(znn_path, entry, log)
+        timed = True
+    report = choose_modes(net, entry.layers, training=training, budget=budget)
+    result = PlanResult(report, entry, entry.path, timed)
+    n_fft, n_direct = result.counts(net)
+    log(f"conv plan: {entry.path or 'not saved'} ({n_fft} fft, {n_direct} direct)")
+    demoted = [k for k, v in report.items() if "budget" in v["note"]]
+    if demoted:
+        of = f" of {human(budget)}" if budget is not None else " (when the plan was made)"
+        log(f"conv plan: {', '.join(demoted)} run direct: FFT would exceed the memory "
+            f"budget{of}")
+    return result
+
+
+def optimize_network(net, *, training=None, repeats=2, budget=None, znn_path=None,
+                     force=False, log=None):
+    """Switch every conv layer (not 1x1x1) to its faster mode; returns the per-layer report.
+
+    Without `znn_path` the layers are timed and nothing is saved; with it the saved plan of
+    that network file is used or made (see plan_network).  With a memory `budget` (bytes),
+    FFT layers are switched back to direct until the estimate fits, largest spectra first.
+    Returns {layer: {'fft': s, 'direct': s, 'fft_bytes': n, 'choice': mode, 'note': str}}.
+    """
+    training = net.phase == "train" if training is None else training
+    if znn_path is not None:
+        return plan_network(net, znn_path, training=training, budget=budget, repeats=repeats,
+                            force=force, log=log).report
+    layers = time_network(net, training=training, repeats=repeats, budget=budget)
+    return choose_modes(net, layers, training=training, budget=budget)

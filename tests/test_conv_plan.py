@@ -1,0 +1,376 @@
+"""Per-layer conv plans: timing through the edges, choices, the saved sidecar and its reuse."""
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+import znn
+from conftest import NETWORKS, write_run
+from znn import kernels as K
+from znn.formats.config_file import read_config
+from znn.formats.network_file import read_network
+from znn.net import conv_plan, plan_store
+from znn.net.graph import Network
+from znn.net.memory import estimate_bytes
+
+
+def copy_net(tmp_path, name="tiny2d.znn"):
+    dst = tmp_path / name
+    shutil.copy(NETWORKS / name, dst)
+    return dst
+
+
+def build(path, out=(1, 12, 12), **kw):
+    kw.setdefault("seed", 0)
+    return Network(read_network(path), out, **kw)
+
+
+class FakeTimer:
+    """Replaces time_layer: counts calls, returns set times (fft faster unless told)."""
+
+    def __init__(self, times=None):
+        self.calls, self.times = [], times or {}
+
+    def __call__(self, edge, training=True, repeats=2, rng=None, fft=True):
+        self.calls.append((edge.name, training))
+        t = dict(self.times.get(edge.name, {"fft": 0.001, "direct": 0.002}))
+        if not fft:
+            t["fft"] = None
+        return t
+
+
+@pytest.fixture
+def timer(monkeypatch):
+    t = FakeTimer()
+    monkeypatch.setattr(conv_plan, "time_layer", t)
+    return t
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg"
+
+
+# -- time_layer ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("layer", ["conv1", "conv2"])
+def test_time_layer_drives_the_edge_and_leaves_it_unchanged(tmp_path, monkeypatch, training,
+                                                           layer):
+    net = build(NETWORKS / "tiny3d.znn", (2, 4, 4), conv_mode="direct", phase="train")
+    e = net.edges[layer]
+    e.grad[...] = np.random.default_rng(1).standard_normal(e.grad.shape)
+    filters, grad, grad_id = e.filters.copy(), e.grad.copy(), id(e.grad)
+    calls = {}
+    for name in ("input_spectrum", "forward_spectral", "output_from_spectrum", "grad_spectrum",
+                 "backward_spectral", "input_grad_from_spectrum", "forward", "backward",
+                 "invalidate_spectra"):
+        orig = getattr(e, name)
+
+        def wrapped(*a, _orig=orig, _name=name, **kw):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _orig(*a, **kw)
+        monkeypatch.setattr(e, name, wrapped)
+    transforms = []
+    real = K.kernel_spectra
+    monkeypatch.setattr(K, "kernel_spectra", lambda *a, **k: transforms.append(1) or real(*a, **k))
+    t = conv_plan.time_layer(e, training=training, repeats=2)
+    assert t["fft"] > 0 and t["direct"] > 0
+    passes = 3  # one warm-up + 2 timed
+    assert calls["input_spectrum"] == calls["forward_spectral"] == passes
+    assert calls["output_from_spectrum"] == calls["forward"] == passes
+    if training:
+        assert calls["grad_spectrum"] == calls["backward_spectral"] == calls["backward"] == passes
+        # kernel spectra are recomputed every training pass (an update changes the filters)
+        assert len(transforms) == passes and calls["invalidate_spectra"] >= passes
+        assert calls.get("input_grad_from_spectrum", 0) == (passes if e.src.needs_grad else 0)
+    else:
+        assert "backward" not in calls and "grad_spectrum" not in calls
+        assert len(transforms) == 1  # cached, as during inference
+    np.testing.assert_array_equal(e.filters, filters)
+    np.testing.assert_array_equal(e.grad, grad)
+    assert id(e.grad) == grad_id and e.mode == "direct"
+    assert e._wf is None and getattr(e, "_x", None) is None  # nothing left in memory
+
+
+def test_time_layer_without_fft(tmp_path):
+    net = build(NETWORKS / "tiny2d.znn", conv_mode="fft")
+    t = conv_plan.time_layer(net.edges["conv2"], training=False, repeats=1, fft=False)
+    assert t["fft"] is None and t["direct"] > 0
+    assert net.edges["conv2"].mode == "fft"
+
+
+# -- choices -------------------------------------------------------------------------------------
+def test_choices_follow_the_lower_time_and_skip_1x1x1():
+    net = build(NETWORKS / "tiny2d.znn")
+    layers = {"conv1": {"fft": 0.5, "direct": 0.1, "fft_bytes": 10},
+              "conv2": {"fft": 0.1, "direct": 0.5, "fft_bytes": 10}}
+    report = conv_plan.choose_modes(net, layers, training=True)
+    assert {k: v["choice"] for k, v in report.items()} == {"conv1": "direct", "conv2": "fft"}
+    assert net.conv_modes() == {"conv1": "direct", "conv2": "fft", "conv3": "direct"}
+
+
+def test_budget_demotes_largest_spectra_first():
+    net = build(NETWORKS / "N4.znn", (1, 60, 60))
+    edges = conv_plan.timed_edges(net)
+    big = max(edges, key=lambda e: e.spectra_bytes())
+    assert big.name == "conv5"
+    layers = {e.name: {"fft": 0.1, "direct": 0.2, "fft_bytes": e.spectra_bytes()}
+              for e in edges}
+    net.set_conv_mode({"conv5": "direct"})
+    budget = estimate_bytes(net, training=True, cache_ffts=K.CACHE_FFTS)
+    net.set_conv_mode("fft")
+    assert estimate_bytes(net, training=True, cache_ffts=K.CACHE_FFTS) > budget
+    report = conv_plan.choose_modes(net, layers, training=True, budget=budget)
+    assert [k for k, v in net.conv_modes().items() if v == "direct"] == ["conv5", "conv6"]
+    assert "memory budget" in report["conv5"]["note"] and report["conv1"]["note"] == ""
+    conv_plan.choose_modes(net, layers, training=True, budget=1)
+    assert set(net.conv_modes().values()) == {"direct"}
+    no_budget = conv_plan.choose_modes(net, layers, training=True)
+    assert {v["choice"] for v in no_budget.values()} == {"fft"}
+
+
+def test_fft_not_timed_when_spectra_exceed_the_budget(tmp_path, timer):
+    net = build(NETWORKS / "tiny3d.znn", (2, 6, 6))
+    small = net.edges["conv1"].spectra_bytes()
+    layers = conv_plan.time_network(net, training=True, budget=small)
+    assert layers["conv1"]["fft"] is not None and layers["conv2"]["fft"] is None
+    report = conv_plan.choose_modes(net, layers, training=True)
+    assert report["conv2"]["choice"] == "direct" and "not timed" in report["conv2"]["note"]
+    path = copy_net(tmp_path, "tiny3d.znn")
+    plan(build(path, (2, 6, 6)), path, [], budget=small)
+    lines = []
+    r = plan(build(path, (2, 6, 6)), path, lines)  # reused without a budget
+    assert not r.timed and r.report["conv2"]["choice"] == "direct"
+    assert lines[-1] == "conv plan: conv2 run direct: FFT would exceed the memory budget " \
+        "(when the plan was made)"
+
+
+def test_optimize_network_without_a_file_saves_nothing(tmp_path, timer):
+    path = copy_net(tmp_path)
+    net = build(path, phase="train")
+    report = conv_plan.optimize_network(net, budget=None)
+    assert {v["choice"] for v in report.values()} == {"fft"}
+    assert timer.calls == [("conv1", True), ("conv2", True)]
+    assert not plan_store.sidecar_path(path).exists()
+
+
+# -- saved plans ---------------------------------------------------------------------------------
+def plan(net, path, lines, **kw):
+    return conv_plan.plan_network(net, path, training=kw.pop("training", True), log=lines.append,
+                                  **kw)
+
+
+def test_plan_saved_then_reused(tmp_path, timer):
+    path = copy_net(tmp_path)
+    lines = []
+    r = plan(build(path, phase="train"), path, lines)
+    assert r.timed and len(timer.calls) == 2
+    assert lines[0] == conv_plan.NO_PLAN
+    side = tmp_path / "tiny2d.znn.plan"
+    assert r.path == side and side.exists()
+    doc = json.loads(side.read_text())
+    assert doc["format"] == "znn-conv-plan" and doc["version"] == 1
+    (entry,) = doc["plans"]
+    assert entry["mode"] == "train" and entry["output_size"] == [1, 12, 12]
+    assert entry["dtype"] == "float32" and entry["threads"] >= 1
+    assert entry["network"] == plan_store.network_hash(path)
+    assert set(entry["layers"]) == {"conv1", "conv2"}
+    assert entry["layers"]["conv2"]["fft"] == 0.001 and entry["machine"]["cores"] >= 1
+    assert entry["build_flags"]["ZNN_USE_FLOATS"] in (0, 1) and entry["znn_version"]
+    lines.clear()
+    net = build(path, phase="train")
+    r = plan(net, path, lines)
+    assert not r.timed and len(timer.calls) == 2
+    assert lines == [f"conv plan: {side} (2 fft, 1 direct)"]
+    assert net.conv_modes() == {"conv1": "fft", "conv2": "fft", "conv3": "direct"}
+    # a forward plan is another entry; both coexist
+    plan(build(path), path, lines, training=False)
+    assert len(timer.calls) == 4
+    modes = sorted(p["mode"] for p in json.loads(side.read_text())["plans"])
+    assert modes == ["forward", "train"]
+
+
+@pytest.mark.parametrize("change, said", [
+    (dict(num_threads=1), "1 thread"),
+    (dict(dtype="float64"), "float64"),
+    (dict(out=(1, 14, 14)), "output 1x14x14"),
+])
+def test_stale_plans_are_retimed(tmp_path, timer, change, said):
+    path = copy_net(tmp_path)
+    plan(build(path, num_threads=2), path, [])
+    lines = []
+    r = plan(build(path, **{"num_threads": 2, **change}), path, lines)
+    assert r.timed and len(timer.calls) == 4
+    assert lines[0].startswith("conv plan in tiny2d.znn.plan was made for ")
+    assert said in lines[0].split("this run uses")[1]
+    assert lines[0].endswith(": re-timing 2 layers")
+    # both entries are kept; each is reused
+    assert len(json.loads(plan_store.sidecar_path(path).read_text())["plans"]) == 2
+    assert not plan(build(path, num_threads=2), path, []).timed
+
+
+def test_network_file_change_machine_and_version_make_plans_stale(tmp_path, timer, monkeypatch):
+    path = copy_net(tmp_path)
+    plan(build(path), path, [])
+    path.write_text(path.read_text() + "\n# edited\n")
+    lines = []
+    assert plan(build(path), path, lines).timed
+    assert "network sha256" in lines[0]
+    side = json.loads(plan_store.sidecar_path(path).read_text())
+    assert len(side["plans"]) == 1  # the old network's entry is dropped
+    monkeypatch.setattr(plan_store, "machine", lambda: {"cpu": "Other CPU", "cores": 64})
+    lines = []
+    assert plan(build(path), path, lines).timed
+    assert "CPU 'Other CPU' (64 cores)" in lines[0].split("this run uses")[1]
+    monkeypatch.setattr("znn._version.__version__", "9.9")
+    lines = []
+    assert plan(build(path), path, lines).timed and "znn 9.9" in lines[0]
+    assert len(timer.calls) == 8
+
+
+def test_force_retimes_and_replaces_the_entry(tmp_path, timer):
+    path = copy_net(tmp_path)
+    plan(build(path), path, [])
+    lines = []
+    assert plan(build(path), path, lines, force=True).timed
+    assert "--force" in lines[0]
+    assert len(json.loads(plan_store.sidecar_path(path).read_text())["plans"]) == 1
+
+
+def test_at_most_16_entries(tmp_path, timer):
+    path = copy_net(tmp_path)
+    for n in range(10, 28):
+        plan(build(path, (1, n, n)), path, [])
+    sizes = [p["output_size"][1] for p in
+             json.loads(plan_store.sidecar_path(path).read_text())["plans"]]
+    assert sizes == list(range(27, 11, -1))  # newest first
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"format": "other"}',
+                                  '{"format": "znn-conv-plan", "version": 1, "plans": [{}]}',
+                                  '{"format": "znn-conv-plan", "version": 7, "plans": []}'])
+def test_corrupt_plan_file_is_remade(tmp_path, timer, text):
+    path = copy_net(tmp_path)
+    side = plan_store.sidecar_path(path)
+    side.write_text(text)
+    lines = []
+    assert plan(build(path), path, lines).timed
+    assert lines[0].startswith(f"conv plan file {side} is unreadable (")
+    assert len(lines[0].splitlines()) == 1
+    assert len(json.loads(side.read_text())["plans"]) == 1
+    assert not plan(build(path), path, []).timed
+
+
+def test_fallback_to_the_cache_folder(tmp_path, timer, monkeypatch, cache_home):
+    path = copy_net(tmp_path)
+    side = plan_store.sidecar_path(path)
+    real = plan_store._write_atomic
+
+    def refuse_sidecar(p, doc):
+        if p == side:
+            raise PermissionError(13, "Permission denied", str(p))
+        return real(p, doc)
+    monkeypatch.setattr(plan_store, "_write_atomic", refuse_sidecar)
+    lines = []
+    r = plan(build(path), path, lines)
+    cached = cache_home / "znn" / "plans" / f"{plan_store.network_hash(path)}.plan"
+    assert r.path == cached and cached.exists() and not side.exists()
+    assert any(f"cannot write {side}" in l and str(cached) in l for l in lines)
+    lines = []
+    assert not plan(build(path), path, lines).timed
+    assert lines == [f"conv plan: {cached} (2 fft, 1 direct)"]
+    assert len(timer.calls) == 2
+
+
+# -- the users of `optimize` ---------------------------------------------------------------------
+def optimize_run(tmp_path, net="tiny2d.znn"):
+    """write_run with the network copied into tmp_path and both conv modes `optimize`."""
+    cfg = write_run(tmp_path, net=net)
+    path = copy_net(tmp_path, net)
+    text = cfg.read_text().replace(str(NETWORKS / net), str(path))
+    text = text.replace("conv_mode = fft", "conv_mode = optimize")
+    cfg.write_text(text)
+    return cfg, path
+
+
+def test_trainer_uses_the_saved_plan(tmp_path, timer):
+    from znn.trainer import Trainer
+
+    cfg, path = optimize_run(tmp_path)
+    lines = []
+    t = Trainer(read_config(cfg), log=lines.append)
+    assert conv_plan.NO_PLAN in lines and len(timer.calls) == 2
+    assert all(training for _, training in timer.calls)
+    assert t.net.conv_modes()["conv2"] == "fft"
+    lines = []
+    Trainer(read_config(cfg), log=lines.append)
+    assert len(timer.calls) == 2
+    assert f"conv plan: {path}.plan (2 fft, 1 direct)" in lines
+    entry = json.loads((tmp_path / "tiny2d.znn.plan").read_text())["plans"][0]
+    assert entry["output_size"] == [1, 12, 12] and entry["mode"] == "train"
+
+
+def test_trainer_respects_the_memory_budget(tmp_path, timer, monkeypatch):
+    from znn.trainer import Trainer
+
+    cfg, path = optimize_run(tmp_path)
+    budget = max(e.spectra_bytes() for e in build(path).conv_edges())
+    monkeypatch.setattr(conv_plan, "default_budget", lambda: budget)
+    lines = []
+    t = Trainer(read_config(cfg), log=lines.append)
+    assert set(t.net.conv_modes().values()) == {"direct"}
+    saved = json.loads((tmp_path / "tiny2d.znn.plan").read_text())["plans"][0]["layers"]
+    assert all(v["fft"] is not None for v in saved.values())  # timed, then demoted
+    assert any("conv1, conv2 run direct: FFT would exceed the memory budget" in l
+               for l in lines)
+
+
+def test_volume_forward_uses_the_saved_plan(tmp_path, timer):
+    from znn.inference import VolumeForward
+
+    cfg, path = optimize_run(tmp_path)
+    weights = tmp_path / "w.h5"
+    build(path).save(weights)
+
+    def run(lines):
+        vf = VolumeForward(path, weights, dtype="float32", conv_mode="optimize", num_threads=0,
+                           mirror=False, outsz=(1, 20, 20), log=lines.append)
+        vf.run({"input": [(tmp_path / "image.tif", "standard2D")]}, tmp_path / "out" / "p")
+    first, second = [], []
+    run(first)
+    assert conv_plan.NO_PLAN in first and timer.calls == [("conv1", False), ("conv2", False)]
+    run(second)
+    assert len(timer.calls) == 2 and f"conv plan: {path}.plan (2 fft, 1 direct)" in second
+    entry = json.loads((tmp_path / "tiny2d.znn.plan").read_text())["plans"][0]
+    assert entry["output_size"] == [1, 20, 20] and entry["mode"] == "forward"
+
+
+def test_load_network_uses_the_saved_plan(tmp_path, timer, caplog):
+    path = copy_net(tmp_path, "tiny3d.znn")
+    with caplog.at_level(logging.INFO, logger="znn"):
+        net = znn.load_network(path, output_size=(2, 4, 4), conv_mode="optimize")
+    assert conv_plan.NO_PLAN in caplog.messages
+    assert timer.calls == [("conv1", False), ("conv2", False)]
+    assert net.conv_modes() == {"conv1": "fft", "conv2": "fft", "conv3": "direct"}
+    net = znn.load_network(path, output_size=(2, 4, 4), conv_mode="optimize", phase="train")
+    assert timer.calls[2:] == [("conv1", True), ("conv2", True)]
+    znn.load_network(path, output_size=(2, 4, 4), conv_mode="optimize")
+    assert len(timer.calls) == 4
+
+
+def test_unsavable_plan_is_used_for_the_run_only(tmp_path, timer, monkeypatch):
+    path = copy_net(tmp_path)
+
+    def refuse(p, doc):
+        raise PermissionError(13, "Permission denied", str(p))
+    monkeypatch.setattr(plan_store, "_write_atomic", refuse)
+    lines = []
+    net = build(path)
+    r = plan(net, path, lines)
+    assert r.path is None and net.conv_modes()["conv2"] == "fft"
+    assert any("it is used for this run only" in l for l in lines)
+    assert lines[-1] == "conv plan: not saved (2 fft, 1 direct)"
+    assert plan(build(path), path, []).timed
