@@ -117,6 +117,9 @@ def extensions():
             define_macros=macros,
             extra_compile_args=cflags,
             extra_link_args=ldflags,
+            # headers and templates: a change to any of them rebuilds the extension
+            depends=sorted(str(p) for p in (CORE / "src").iterdir()
+                           if p.suffix in (".h", ".inc")),
         ))
     return cythonize(
         exts,

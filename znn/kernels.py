@@ -6,6 +6,8 @@ released on `nthreads` OpenMP threads (0 or less: every core).  See each module 
 
 - FFT convolution (MKL DFTI): rfft, irfft, kernel_spectra, mac_forward, mac_backward,
   mac_forward_streamed, mac_backward_streamed, weight_grad, CACHE_FFTS, fft_backend
+- FFT convolution, z-factored (complex GEMMs per frequency column, partial spectra cache):
+  kernel_spectra_yx, zmac_forward, zmac_backward, weight_grad_z, release_zgemm_scratch
 - direct convolution (MKL GEMM): conv_forward, conv_backward_data, conv_backward_weight
 - pooling: max_filter_forward/backward, max_pool_forward/backward
 - pointwise: transfer_forward/backward, channel_sum, dropout_forward/backward,
@@ -13,8 +15,10 @@ released on `nthreads` OpenMP threads (0 or less: every core).  See each module 
 """
 from znn._core import _build
 from znn._core._direct import conv_backward_data, conv_backward_weight, conv_forward
-from znn._core._fft import (CACHE_FFTS, irfft, kernel_spectra, mac_backward, mac_backward_streamed,
-                            mac_forward, mac_forward_streamed, rfft, weight_grad)
+from znn._core._fft import (CACHE_FFTS, irfft, kernel_spectra, kernel_spectra_yx, mac_backward,
+                            mac_backward_streamed, mac_forward, mac_forward_streamed,
+                            release_zgemm_scratch, rfft, weight_grad, weight_grad_z,
+                            zmac_backward, zmac_forward)
 from znn._core._fft import backend as fft_backend
 from znn._core._pointwise import (FUNCTIONS, channel_sum, dropout_backward, dropout_forward,
                                   maxout_backward, maxout_forward, transfer_backward,
@@ -28,8 +32,10 @@ default_dtype = _build.default_dtype
 __all__ = [
     "CACHE_FFTS", "FUNCTIONS", "build_flags", "channel_sum", "conv_backward_data",
     "conv_backward_weight", "conv_forward", "default_dtype", "dropout_backward",
-    "dropout_forward", "fft_backend", "irfft", "kernel_spectra", "mac_backward",
-    "mac_backward_streamed", "mac_forward", "mac_forward_streamed", "max_filter_backward",
-    "max_filter_forward", "max_pool_backward", "max_pool_forward", "maxout_backward",
-    "maxout_forward", "rfft", "transfer_backward", "transfer_forward", "weight_grad",
+    "dropout_forward", "fft_backend", "irfft", "kernel_spectra", "kernel_spectra_yx",
+    "mac_backward", "mac_backward_streamed", "mac_forward", "mac_forward_streamed",
+    "max_filter_backward", "max_filter_forward", "max_pool_backward", "max_pool_forward",
+    "maxout_backward", "maxout_forward", "release_zgemm_scratch", "rfft", "transfer_backward",
+    "transfer_forward",
+    "weight_grad", "weight_grad_z", "zmac_backward", "zmac_forward",
 ]

@@ -423,3 +423,205 @@ def mac_backward_streamed(gf, w, dilation, fft_shape, dxf, bint accumulate=False
                                                  <double *>pd, ni_, no_, accumulate, nthreads)
     check(st)
     return dxf
+
+
+# ---------------------------------------------------------------- z-factored (GEMM) kernels
+
+cdef extern from "fft_zgemm.h" nogil:
+    int znn_fft_zspectra_yx_s(const float *w, int64_t ni, int64_t no, const int64_t *k,
+                              const int64_t *d, const int64_t *n, float *wyx, int nthreads)
+    int znn_fft_zspectra_yx_d(const double *w, int64_t ni, int64_t no, const int64_t *k,
+                              const int64_t *d, const int64_t *n, double *wyx, int nthreads)
+    int znn_fft_zmac_forward_s(const float *xf, const float *wyx, float *yf, int64_t ni,
+                               int64_t no, const int64_t *k, const int64_t *d, const int64_t *n,
+                               int accumulate, int nthreads)
+    int znn_fft_zmac_forward_d(const double *xf, const double *wyx, double *yf, int64_t ni,
+                               int64_t no, const int64_t *k, const int64_t *d, const int64_t *n,
+                               int accumulate, int nthreads)
+    int znn_fft_zmac_backward_s(const float *gf, const float *wyx, float *dxf, int64_t ni,
+                                int64_t no, const int64_t *k, const int64_t *d,
+                                const int64_t *n, int accumulate, int nthreads)
+    int znn_fft_zmac_backward_d(const double *gf, const double *wyx, double *dxf, int64_t ni,
+                                int64_t no, const int64_t *k, const int64_t *d,
+                                const int64_t *n, int accumulate, int nthreads)
+    int znn_fft_zweight_grad_s(const float *xf, const float *gf, int64_t ni, int64_t no,
+                               const int64_t *n, const int64_t *k, const int64_t *d, float *dw,
+                               int nthreads)
+    int znn_fft_zweight_grad_d(const double *xf, const double *gf, int64_t ni, int64_t no,
+                               const int64_t *n, const int64_t *k, const int64_t *d, double *dw,
+                               int nthreads)
+    int64_t znn_fft_zgemm_release_scratch()
+    int64_t znn_fft_zgemm_scratch_bytes()
+
+
+def release_zgemm_scratch():
+    """Free the scratch block weight_grad_z keeps between calls (if idle); returns its bytes."""
+    return znn_fft_zgemm_release_scratch()
+
+
+def zgemm_scratch_bytes():
+    """Bytes of the scratch block weight_grad_z keeps between calls (0 when none)."""
+    return znn_fft_zgemm_scratch_bytes()
+
+
+def _wyx_shape(n, k, ni, no):
+    """Shape of kernel_spectra_yx's result (planes, Z == 1, are computed with y as z)."""
+    if n[0] == 1:
+        return (n[2] // 2 + 1, k[1] * ni, no)
+    return (n[1] * (n[2] // 2 + 1), k[0] * ni, no)
+
+
+def kernel_spectra_yx(w, dilation, fft_shape, out=None, int nthreads=0):
+    """Partial (y and x only) spectra of the kernels w (n_in, n_out, kz, ky, kx).
+
+    Returns complex (Y*(X//2+1), kz*n_in, n_out): entry [fy*(X//2+1) + fx, a*n_in + i, j] is
+    sum_{b,c} w[i, j, a, b, c] exp(-2 pi i (fy b dy / Y + fx c dx / X)), the cache of
+    zmac_forward / zmac_backward (kz/Z of the size of kernel_spectra's result).  For planes
+    (fft_shape Z == 1) y takes the role of z: (X//2+1, ky*n_in, n_out), ky/Y of the size.
+    """
+    w = _real("w", w, 5, "(n_in, n_out, kz, ky, kx)")
+    d = _vec3("dilation", dilation, 1)
+    n = _vec3("fft_shape", fft_shape, 1)
+    k = w.shape[2:]
+    _check_fits(k, d, n, "kernel size", "dilation")
+    ni, no = w.shape[0], w.shape[1]
+    out = _output("out", out, _wyx_shape(n, k, ni, no), _COMPLEX_OF[w.dtype], (w,))
+    cdef int64_t n_[3]
+    cdef int64_t d_[3]
+    cdef int64_t k_[3]
+    _fill(n_, n); _fill(d_, d); _fill(k_, k)
+    cdef int64_t ni_ = ni, no_ = no
+    cdef void *pw = _ptr(w)
+    cdef void *po = _ptr(out)
+    cdef int st
+    if w.dtype == _F32:
+        with nogil:
+            st = znn_fft_zspectra_yx_s(<float *>pw, ni_, no_, k_, d_, n_, <float *>po, nthreads)
+    else:
+        with nogil:
+            st = znn_fft_zspectra_yx_d(<double *>pw, ni_, no_, k_, d_, n_, <double *>po,
+                                       nthreads)
+    check(st)
+    return out
+
+
+def _zmac_args(src_name, src, wyx, ksize, dilation, fft_shape, dst_name, dst, backward):
+    """Validate the arguments of zmac_forward / zmac_backward; returns them and (ni, no)."""
+    n = _vec3("fft_shape", fft_shape, 1)
+    k = _vec3("ksize", ksize, 1)
+    d = _vec3("dilation", dilation, 1)
+    _check_fits(k, d, n, "ksize", "dilation")
+    src = _spectra(src_name, src, 4, "(maps, z, y, x//2+1)")
+    wyx = _spectra("wyx", wyx, 3, "(Y*(X//2+1), kz*n_in, n_out)", src.dtype)
+    sp = _spectrum_shape(n)
+    C, kk, _ = _wyx_shape(n, k, 1, 1)
+    if wyx.shape[0] != C or wyx.shape[1] % kk:
+        raise ValueError(f"wyx has shape {wyx.shape}; fft_shape {n} and ksize {k} need "
+                         f"({C}, {kk}*n_in, n_out)")
+    ni, no = wyx.shape[1] // kk, wyx.shape[2]
+    nsrc, ndst = (no, ni) if backward else (ni, no)
+    if src.shape != (nsrc,) + sp:
+        raise ValueError(f"{src_name} has shape {src.shape}; wyx {wyx.shape} and fft_shape {n} "
+                         f"need {(nsrc,) + sp}")
+    if dst is None:
+        raise TypeError(f"{dst_name} (the output spectra) is required")
+    dst = _output(dst_name, dst, (ndst,) + sp, src.dtype, (src, wyx))
+    return src, wyx, dst, k, d, n, ni, no
+
+
+def zmac_forward(xf, wyx, ksize, dilation, fft_shape, yf, bint accumulate=False,
+                 int nthreads=0):
+    """yf[j] (+)= sum_i xf[i] * Wf[i, j] from the partial spectra wyx = kernel_spectra_yx(w, ..).
+
+    xf (n_in, Z, Y, X//2+1), yf (n_out, ...) complex of one dtype; ksize / dilation / fft_shape
+    as given to kernel_spectra_yx.  Same result as mac_forward(xf, kernel_spectra(w, ..), yf).
+    """
+    xf, wyx, yf, k, d, n, ni, no = _zmac_args("xf", xf, wyx, ksize, dilation, fft_shape, "yf",
+                                              yf, False)
+    cdef int64_t n_[3]
+    cdef int64_t d_[3]
+    cdef int64_t k_[3]
+    _fill(n_, n); _fill(d_, d); _fill(k_, k)
+    cdef void *px = _ptr(xf)
+    cdef void *pw = _ptr(wyx)
+    cdef void *py = _ptr(yf)
+    cdef int64_t ni_ = ni, no_ = no
+    cdef int st
+    if yf.dtype == _C64:
+        with nogil:
+            st = znn_fft_zmac_forward_s(<float *>px, <float *>pw, <float *>py, ni_, no_, k_, d_,
+                                        n_, accumulate, nthreads)
+    else:
+        with nogil:
+            st = znn_fft_zmac_forward_d(<double *>px, <double *>pw, <double *>py, ni_, no_, k_,
+                                        d_, n_, accumulate, nthreads)
+    check(st)
+    return yf
+
+
+def zmac_backward(gf, wyx, ksize, dilation, fft_shape, dxf, bint accumulate=False,
+                  int nthreads=0):
+    """dxf[i] (+)= sum_j gf[j] * conj(Wf[i, j]) from the partial spectra wyx.
+
+    gf (n_out, Z, Y, X//2+1), dxf (n_in, ...).  Same result as mac_backward(gf, wf, dxf).
+    """
+    gf, wyx, dxf, k, d, n, ni, no = _zmac_args("gf", gf, wyx, ksize, dilation, fft_shape, "dxf",
+                                               dxf, True)
+    cdef int64_t n_[3]
+    cdef int64_t d_[3]
+    cdef int64_t k_[3]
+    _fill(n_, n); _fill(d_, d); _fill(k_, k)
+    cdef void *pg = _ptr(gf)
+    cdef void *pw = _ptr(wyx)
+    cdef void *pd = _ptr(dxf)
+    cdef int64_t ni_ = ni, no_ = no
+    cdef int st
+    if dxf.dtype == _C64:
+        with nogil:
+            st = znn_fft_zmac_backward_s(<float *>pg, <float *>pw, <float *>pd, ni_, no_, k_, d_,
+                                         n_, accumulate, nthreads)
+    else:
+        with nogil:
+            st = znn_fft_zmac_backward_d(<double *>pg, <double *>pw, <double *>pd, ni_, no_, k_,
+                                         d_, n_, accumulate, nthreads)
+    check(st)
+    return dxf
+
+
+def weight_grad_z(xf, gf, fft_shape, ksize, dilation, out=None, int nthreads=0):
+    """weight_grad computed with complex GEMMs (z taps per column, then y, then x stages).
+
+    xf: complex (n_in, Z, Y, X//2+1), gf: complex (n_out, ...) of the same dtype.
+    Returns real (n_in, n_out, kz, ky, kx): IFFT(gf[j] * conj(xf[i]))[w * dilation] / N.
+    """
+    xf = _spectra("xf", xf, 4, "(n_in, z, y, x//2+1)")
+    gf = _spectra("gf", gf, 4, "(n_out, z, y, x//2+1)", xf.dtype)
+    n = _vec3("fft_shape", fft_shape, 1)
+    k = _vec3("ksize", ksize, 1)
+    d = _vec3("dilation", dilation, 1)
+    sp = _spectrum_shape(n)
+    if xf.shape[1:] != sp:
+        raise ValueError(f"xf has shape {xf.shape}; fft_shape {n} needs (n_in,) + {sp}")
+    if gf.shape[1:] != sp:
+        raise ValueError(f"gf has shape {gf.shape}; fft_shape {n} needs (n_out,) + {sp}")
+    _check_fits(k, d, n, "ksize", "dilation")
+    out = _output("out", out, (xf.shape[0], gf.shape[0]) + k, _REAL_OF[xf.dtype], (xf, gf))
+    cdef int64_t n_[3]
+    cdef int64_t d_[3]
+    cdef int64_t k_[3]
+    _fill(n_, n); _fill(d_, d); _fill(k_, k)
+    cdef int64_t ni = xf.shape[0], no = gf.shape[0]
+    cdef void *px = _ptr(xf)
+    cdef void *pg = _ptr(gf)
+    cdef void *po = _ptr(out)
+    cdef int st
+    if out.dtype == _F32:
+        with nogil:
+            st = znn_fft_zweight_grad_s(<float *>px, <float *>pg, ni, no, n_, k_, d_,
+                                        <float *>po, nthreads)
+    else:
+        with nogil:
+            st = znn_fft_zweight_grad_d(<double *>px, <double *>pg, ni, no, n_, k_, d_,
+                                        <double *>po, nthreads)
+    check(st)
+    return out

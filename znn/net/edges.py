@@ -113,10 +113,10 @@ class Conv(Edge):
     """Fully connected valid true convolution, dilated by the input sparsity.
 
     Filters are (n_in, n_out, kz, ky, kx).  In FFT mode the edge works on spectra that the
-    graph shares between edges (see znn.net.graph); kernel spectra are kept between passes
+    graph shares between edges (see znn.net.graph) and multiplies them with z-factored
+    kernel spectra, one complex GEMM per frequency column; those are kept between passes
     and recomputed only when the filters change, unless the kernels were built with
-    ZNN_DONT_CACHE_FFTS, in which case they are recomputed on the fly inside the
-    multiply-accumulate and never stored.
+    ZNN_DONT_CACHE_FFTS, in which case they are recomputed at every use and never kept.
     """
 
     has_params = True
@@ -200,13 +200,27 @@ class Conv(Edge):
         return K.irfft(dxf, self.fft_shape, (0, 0, 0), self.src.size, out=out,
                        scale=self._scale(), accumulate=accumulate, nthreads=self.threads)
 
-    def kernel_spectra(self):
-        """Spectra of the dilated, zero-padded filters; cached while the filters are unchanged."""
+    def _yx_shape(self):
+        """(columns, rows, n_out) of the z-factored kernel spectra (see kernel_spectra)."""
         z, y, x = self.fft_shape
-        if (self._wf is None or self._wf.shape[2:] != (z, y, x // 2 + 1)
+        kz, ky, _ = self.ksize
+        if z == 1:  # planes: the kernels' y axis plays the part of z
+            return (x // 2 + 1, ky * self.src.n, self.dst.n)
+        return (y * (x // 2 + 1), kz * self.src.n, self.dst.n)
+
+    def kernel_spectra(self):
+        """z-factored spectra of the dilated, zero-padded filters (transformed along y and x
+        only, one matrix per frequency column; see znn/_core/src/fft_zgemm.h).  Cached while
+        the filters are unchanged, unless built with ZNN_DONT_CACHE_FFTS (then recomputed at
+        every use, ~kz/Z of a full spectrum's work, and never kept)."""
+        if not K.CACHE_FFTS:
+            return K.kernel_spectra_yx(self.filters, self.dilation, self.fft_shape,
+                                       nthreads=self.threads)
+        if (self._wf is None or self._wf.shape != self._yx_shape()
                 or not np.array_equal(self._wf_of, self.filters)):
-            self._wf = K.kernel_spectra(self.filters, self.dilation, self.fft_shape,
-                                        nthreads=self.threads)
+            self._wf = None
+            self._wf = K.kernel_spectra_yx(self.filters, self.dilation, self.fft_shape,
+                                           nthreads=self.threads)
             self._wf_of = self.filters.copy()
         return self._wf
 
@@ -215,12 +229,10 @@ class Conv(Edge):
         self._wf = self._wf_of = None
 
     def spectra_bytes(self):
-        """Bytes of kernel spectra this edge keeps between passes in FFT mode."""
-        if not K.CACHE_FFTS:
-            return 0
-        z, y, x = self.fft_shape
+        """Bytes of the kernel spectra one FFT pass of this edge holds (kept between passes
+        unless built with ZNN_DONT_CACHE_FFTS)."""
         real = np.dtype(self.net.dtype).itemsize
-        return self.src.n * self.dst.n * z * y * (x // 2 + 1) * 2 * real
+        return int(np.prod(self._yx_shape())) * 2 * real
 
     def _spectra(self, n):
         z, y, x = self.fft_shape
@@ -232,35 +244,25 @@ class Conv(Edge):
         first = yf is None
         if first:
             yf = self._spectra(self.dst.n)
-        if K.CACHE_FFTS:
-            K.mac_forward(xf, self.kernel_spectra(), yf, accumulate=not first,
-                          nthreads=self.threads)
-        else:
-            K.mac_forward_streamed(xf, self.filters, self.dilation, self.fft_shape, yf,
-                                   accumulate=not first, nthreads=self.threads)
+        K.zmac_forward(xf, self.kernel_spectra(), self.ksize, self.dilation, self.fft_shape,
+                       yf, accumulate=not first, nthreads=self.threads)
         return yf
 
     def backward_spectral(self, xf, gf, dxf):
         """Weight gradient from the input and gradient spectra; dxf (or None) += input grad."""
-        K.weight_grad(xf, gf, self.fft_shape, self.ksize, self.dilation, out=self.grad,
-                      nthreads=self.threads)
+        K.weight_grad_z(xf, gf, self.fft_shape, self.ksize, self.dilation, out=self.grad,
+                        nthreads=self.threads)
         if not self.src.needs_grad:
             return dxf
         first = dxf is None
         if first:
             dxf = self._spectra(self.src.n)
-        if K.CACHE_FFTS:
-            K.mac_backward(gf, self.kernel_spectra(), dxf, accumulate=not first,
-                           nthreads=self.threads)
-        else:
-            K.mac_backward_streamed(gf, self.filters, self.dilation, self.fft_shape, dxf,
-                                    accumulate=not first, nthreads=self.threads)
+        K.zmac_backward(gf, self.kernel_spectra(), self.ksize, self.dilation, self.fft_shape,
+                        dxf, accumulate=not first, nthreads=self.threads)
         return dxf
 
     def release(self):
         self._x = None
-        if not K.CACHE_FFTS:
-            self._wf = self._wf_of = None
 
 
 TYPES = {

@@ -39,13 +39,12 @@ def estimate_bytes(net, mode=None, *, training=True, cache_ffts=True):
         total += sum(spectra) if training else max(spectra)
         buckets = [e.dst.n * _spectrum_elems(e.fft_shape) * cplx for e in convs]
         total += max(buckets) * (2 if training else 1)
-        kernels = [e.src.n * e.dst.n * _spectrum_elems(e.fft_shape) * cplx for e in convs]
-        if cache_ffts:
-            total += sum(kernels)
-        else:
-            total += net_threads(net) * max(_spectrum_elems(e.fft_shape) for e in convs) * cplx
-        if training:
-            total += net_threads(net) * max(_spectrum_elems(e.fft_shape) for e in convs) * cplx
+        kernels = [e.spectra_bytes() for e in convs]
+        total += sum(kernels) if cache_ffts else max(kernels)
+        if training:  # the weight gradient's scratch (transposed spectra + its y stage)
+            total += max(((e.src.n + e.dst.n) * _spectrum_elems(e.fft_shape)
+                          + (e.fft_shape[2] // 2 + 1) * e.src.n * e.dst.n * e.ksize[0]
+                          * e.ksize[1]) * cplx for e in convs)
     return int(total)
 
 
