@@ -1,149 +1,531 @@
-"""Whole networks: znn against PyTorch CPU, same dense network, patch, threads, one run.
-
-Training: forward + backward + SGD update per output patch (output voxels per second).
-Inference: a stack processed densely (boundary mirroring), voxels per second.
-Usage: python benchmarks/bench_networks.py [--threads 1,2] [--quick]
-"""
+"""Whole networks, znn against PyTorch CPU, every case in a fresh subprocess; tables written."""
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import best_time, write_table  # noqa: E402
-
 NETWORKS = HERE.parent / "networks"
-ZNN_MODE = "optimize"  # inference conv mode (see --mode)
-TRAIN = [("N4", "N4.znn", (1, 200, 200)), ("VD2D3D", "VD2D3D.znn", (4, 100, 100)),
-         ("zinet 7^3", "zinet.znn", (16, 16, 16))]
+DTYPE = "float32"
+GIB = 2**30
+
+# name: network, kind, default size (training: output patch; inference: volume), quick size,
+# target (torch time / znn time), target for 2 threads / 1 thread (training only)
+CASES = {
+    "N4-train": ("N4.znn", "train", (1, 200, 200), (1, 16, 16), 2.0, 1.85),
+    "VD2D3D-train": ("VD2D3D.znn", "train", (4, 100, 100), (1, 8, 8), 2.0, 1.85),
+    "net3d_7-train": ("net3d_7.znn", "train", (8, 8, 8), (1, 1, 1), 3.0, None),
+    "N4-infer": ("N4.znn", "infer", (30, 512, 512), (2, 96, 96), 3.0, None),
+    "net3d_7-infer": ("net3d_7.znn", "infer", (16, 96, 96), (2, 16, 16), 5.0, None),
+}
+FRAMEWORKS = ("znn", "znn-fft", "znn-direct", "torch")
+RESULT = "RESULT "  # prefix of the child's JSON line on stdout
+
+NOTES = """Notes:
+- Every (case, threads, framework) ran in its own fresh Python process (OMP_NUM_THREADS,
+  MKL_NUM_THREADS, znn num_threads and torch.set_num_threads all set to the thread count).
+- Training: output voxels per second of one forward + backward + SGD (momentum 0.9) step on a
+  random patch; best of {repeats} steps after one warm-up step, same patch for both.
+  Both compute the same dense network (PyTorch: conv3d with dilation, max_pool3d stride 1).
+- znn = per-layer modes from the conv plan, made as a user does: first a separate process
+  runs optimize_network(net, training=..., budget={budget:.1f} GiB = half of the available
+  memory, znn_path=a private copy of the .znn) like `znn optimize-conv`, timing every layer
+  and saving the plan (plan column, not counted); then the timed process loads that saved
+  plan (optimize_network / VolumeForward(conv_mode="optimize") find it) and runs.
+  fft-only / direct-only = every conv layer in one mode; 'skipped' when the memory estimate
+  of that mode exceeds {cap:.0f} GiB / 1.3 (the estimate runs ~20-30% low).
+- Inference: voxels per second over a mirrored uint8 stack, including reading the TIFF and
+  writing the outputs. znn: one VolumeForward(conv_mode="optimize").run (tile size chosen by
+  its memory budget; HDF5 + one TIFF per channel written), no warm-up; the plan lookup time
+  (milliseconds) is subtracted. PyTorch: tifffile read, np.pad symmetric, dense forward
+  (2D networks slice by slice, 3D networks on the whole padded volume at once), one float32
+  TIFF per output channel; one small untimed warm-up forward first.
+- ratio = torch time / znn time; 'met?' compares it with the issue's target.
+- modes: one letter per conv layer in network order (F fft, D direct; 1x1x1 layers omitted).
+- other CPU: cores kept busy by other processes while the znn / torch subprocess ran
+  (/proc/stat busy time minus the subprocess's own CPU time, over its wall time; the
+  machine has {cores} cores). Before each subprocess the script waits up to {wait:.0f} s for
+  the machine to be idle (< 0.25 cores busy), and re-runs a case (up to {retries} times) when
+  other processes used > 0.3 cores, keeping the least disturbed run. Rows whose other CPU
+  is still well above 0 are unreliable (other jobs shared the 2 cores).
+"""
 
 
-def build(name, out, threads, mode="fft"):
+# -- child side ----------------------------------------------------------------------------------
+def build(case_net, out, threads, mode="direct"):
     from znn.formats.network_file import read_network
     from znn.net.graph import Network
 
-    return Network(read_network(NETWORKS / name), out, dtype="float32", conv_mode=mode,
+    return Network(read_network(case_net), out, dtype=DTYPE, conv_mode=mode,
                    num_threads=threads, seed=0, phase="train")
 
 
-def znn_train_step(net):
+def mode_letters(net):
+    return "".join(e.mode[0].upper() for e in net.conv_edges() if e.ksize != (1, 1, 1))
+
+
+def local_copy(net_path, workdir):
+    """The case's private copy of the .znn (its saved conv plan lives next to it)."""
+    import shutil
+
+    local = Path(workdir) / Path(net_path).name
+    if not local.exists():
+        shutil.copy(net_path, local)
+    return local
+
+
+def znn_plan(net_path, kind, size, threads, args):
+    """What `znn optimize-conv` does, in a process of its own: time the layers, save the plan."""
+    from znn.formats.network_file import read_network
+    from znn.inference import plan_output_size
+    from znn.kernels import CACHE_FFTS
+    from znn.net.conv_plan import optimize_network
+    from znn.net.memory import estimate_bytes
+
+    local, budget = local_copy(net_path, args.workdir), int(args.budget * GIB)
+    if kind == "train":
+        net, layer_budget = build(local, size, threads), budget
+    else:  # the tile VolumeForward will use, and its budget less the tile's arrays, as it does
+        tile = plan_output_size(read_network(local), tuple(size), None, budget, DTYPE, "direct",
+                                threads, CACHE_FFTS)
+        net = build(local, tile.output_size, threads)
+        layer_budget = budget - (tile.bytes - estimate_bytes(net, training=False,
+                                                             cache_ffts=CACHE_FFTS))
+    t0 = time.perf_counter()
+    report = optimize_network(net, training=kind == "train", budget=layer_budget,
+                              znn_path=local)
+    return {"plan_s": time.perf_counter() - t0, "modes": mode_letters(net), "plan": report,
+            "plan_output_size": list(net.output_size)}
+
+
+def znn_train(net_path, out, threads, fw, args):
+    import numpy as np
+
+    from common import best_time
+    from znn.kernels import CACHE_FFTS
+    from znn.net.conv_plan import optimize_network
+    from znn.net.memory import estimate_bytes
     from znn.optim import SGD
 
+    res = {}
+    if fw == "znn":  # the plan saved by the znn-plan process, looked up as `znn train` does
+        local, lines = local_copy(net_path, args.workdir), []
+        net = build(local, out, threads)
+        t0 = time.perf_counter()
+        optimize_network(net, training=True, budget=int(args.budget * GIB), znn_path=local,
+                         log=lines.append)
+        res.update(lookup_s=time.perf_counter() - t0, plan_log=lines,
+                   replanned=any(not ln.startswith("conv plan") for ln in lines))
+    else:
+        net = build(net_path, out, threads, fw.split("-")[1])
+    est = estimate_bytes(net, training=True, cache_ffts=CACHE_FFTS)
+    res.update(modes=mode_letters(net), estimate_gib=est / GIB)
+    if fw == "znn-fft" and est > args.cap * GIB / 1.3:
+        return {**res, "skipped": f"est. {est / GIB:.1f} GiB"}
     rng = np.random.default_rng(0)
-    x = {n: rng.standard_normal(net.nodes[n].shape).astype(np.float32) for n in net.inputs}
+    x = {n: rng.standard_normal(net.nodes[n].shape).astype(DTYPE) for n in net.inputs}
     opt = SGD(net, net.output_size, eta=1e-6, momentum=0.9)
 
     def step():
         y = net.forward(x)
         net.backward({k: np.ones_like(v) for k, v in y.items()})
         opt.step()
-    return step
+    return {**res, "seconds": best_time(step, repeats=args.repeats)}
 
 
-def torch_train_step(net, threads):
-    import torch
-    from torch_nets import TorchDense
+def torch_train(net_path, out, threads, args):
+    from common import best_time
+    from torch_nets import train_step
 
-    torch.set_num_threads(threads)
-    model = TorchDense(net)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
-    x = {n: torch.randn((1,) + net.nodes[n].shape) for n in net.inputs}
-
-    def step():
-        opt.zero_grad()
-        sum(v.sum() for v in model(x).values()).backward()
-        opt.step()
-    return step
+    net = build(net_path, out, threads)
+    return {"seconds": best_time(train_step(net), repeats=args.repeats)}
 
 
-def bench_training(threads, quick):
-    rows = []
-    for label, name, out in TRAIN[:2] if quick else TRAIN:
-        net = build(name, out, threads)
-        mode_times = {}
-        for mode in ("fft", "direct"):
-            net.set_conv_mode(mode)
-            mode_times[mode] = best_time(znn_train_step(net), repeats=2)
-        t_torch = best_time(torch_train_step(net, threads), repeats=2)
-        vox = int(np.prod(out))
-        best = min(mode_times.values())
-        rows.append([f"{label} train {'x'.join(map(str, out))}", threads,
-                     f"{vox / mode_times['fft']:,.0f}", f"{vox / mode_times['direct']:,.0f}",
-                     f"{vox / t_torch:,.0f}", f"{t_torch / best:.2f}x"])
-        print(rows[-1], flush=True)
-    return rows
-
-
-INFER = [("N4", "N4.znn", (1, 512, 512)), ("net3d_5", "net3d_5.znn", (16, 128, 128))]
-
-
-def bench_inference(threads, quick, slices=30):
-    """Dense inference over a slices x 512 x 512 stack (boundary mirroring) per network."""
+def write_stack(folder, shape):
+    import numpy as np
     import tifffile
-    import torch
-    from torch_nets import TorchDense
+
+    vol = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    path = Path(folder) / "stack.tif"
+    tifffile.imwrite(path, vol, photometric="minisblack")
+    return path
+
+
+def time_planning(planned):
+    """Wrap conv_plan's planning entry points so the time spent in them is recorded."""
+    import znn.net.conv_plan as conv_plan
+
+    depth = [0]
+
+    def wrap(fn):
+        def timed(net, *a, **kw):  # VolumeForward imports these from conv_plan at run time
+            depth[0] += 1
+            t0 = time.perf_counter()
+            try:
+                result = fn(net, *a, **kw)
+            finally:
+                depth[0] -= 1
+            if depth[0] == 0:  # (seconds, modes, whether it timed the layers)
+                planned.append((time.perf_counter() - t0, mode_letters(net),
+                                getattr(result, "timed", None)))
+            return result
+        return timed
+
+    for name in ("plan_network", "optimize_network"):
+        if hasattr(conv_plan, name):
+            setattr(conv_plan, name, wrap(getattr(conv_plan, name)))
+
+
+def znn_infer(net_path, vol_shape, threads, args):
     from znn.inference import VolumeForward
 
-    rows = []
-    z = 4 if quick else slices
-    vol = np.random.default_rng(0).integers(0, 255, (z, 512, 512)).astype(np.uint8)
-    torch.set_num_threads(threads)
-    for label, name, outsz in INFER:
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            tifffile.imwrite(tmp / "stack.tif", vol, photometric="minisblack")
-            build(name, (1, 1, 1), threads).save(tmp / "net.h5")
-            vf = VolumeForward(NETWORKS / name, tmp / "net.h5", dtype="float32",
-                               conv_mode=ZNN_MODE, num_threads=threads, mirror=True,
-                               outsz=outsz, log=lambda s: None)
-            t_znn = best_time(lambda: vf.run({"input": [(tmp / "stack.tif", "none")]},
-                                             tmp / "out"), repeats=1, warmup=0)
-        fov = build(name, (1, 1, 1), threads).fov
-        pads = [((f - 1) // 2, f // 2) for f in fov]
-        padded = np.pad(vol.astype(np.float32), pads, mode="symmetric")
-        if fov[0] == 1:  # 2D network: whole slices, one at a time
-            model = TorchDense(build(name, (1, 512, 512), threads))
-            inputs = [padded[k][None, None, None] for k in range(z)]
-        else:  # 3D network: the whole padded stack at once
-            model = TorchDense(build(name, vol.shape, threads))
-            inputs = [padded[None, None]]
+    planned, lines = [], []
+    time_planning(planned)
+    local = local_copy(net_path, args.workdir)  # with the plan saved by the znn-plan process
+    with tempfile.TemporaryDirectory(prefix="znn-bench-") as tmp:
+        stack = write_stack(tmp, vol_shape)
+        weights = Path(tmp) / "net.h5"
+        net = build(local, (1, 1, 1), threads)
+        net.save(weights)
+        vf = VolumeForward(local, weights, dtype=DTYPE, conv_mode="optimize",
+                           num_threads=threads, mirror=True, max_memory=int(args.budget * GIB),
+                           log=lines.append)
+        t0 = time.perf_counter()
+        vf.run({n: [(stack, "none")] for n in net.inputs}, Path(tmp) / "out")
+        total = time.perf_counter() - t0
+    lookup = sum(p[0] for p in planned)
+    return {"seconds": total - lookup, "lookup_s": lookup, "total_s": total,
+            "modes": ",".join(p[1] for p in planned),
+            "replanned": any(p[2] is not False for p in planned) or not planned,
+            "log": [s for s in lines if not s.startswith("done")]}
 
-        def torch_run():
-            with torch.no_grad():
-                for a in inputs:
-                    model({"input": torch.from_numpy(np.ascontiguousarray(a))})
-        t_torch = best_time(torch_run, repeats=1, warmup=0)
-        rows.append([f"{label} inference {z}x512x512 ({ZNN_MODE})", threads,
-                     f"{vol.size / t_znn:,.0f}", "", f"{vol.size / t_torch:,.0f}",
-                     f"{t_torch / t_znn:.2f}x"])
-        print(rows[-1], flush=True)
-    return rows
+
+def torch_infer(net_path, vol_shape, threads, args):
+    import numpy as np
+    import tifffile
+
+    from torch_nets import dense_volume
+
+    with tempfile.TemporaryDirectory(prefix="torch-bench-") as tmp:
+        stack = write_stack(tmp, vol_shape)
+        net = build(net_path, (1, 1, 1), threads)
+        fov = net.fov
+        warm = np.zeros(tuple(f + 1 for f in fov), np.float32)
+        dense_volume(net, warm)  # untimed: oneDNN primitive creation, allocator
+        t0 = time.perf_counter()
+        vol = tifffile.imread(stack).astype(np.float32)
+        pads = [((f - 1) // 2, f // 2) for f in fov]
+        outs = dense_volume(net, np.pad(vol, pads, mode="symmetric"))
+        for name, arr in outs.items():
+            assert arr.shape[1:] == tuple(vol_shape), (arr.shape, vol_shape)
+            for c in range(arr.shape[0]):
+                tifffile.imwrite(Path(tmp) / f"out_{name}_{c}.tif", arr[c],
+                                 photometric="minisblack")
+        return {"seconds": time.perf_counter() - t0}
+
+
+def run_child(args):
+    """One case in this process: print RESULT {json} on stdout."""
+    threads = args.threads_one
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if args.framework == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    from common import peak_rss_mb
+
+    net_file, kind, size = case_setup(args, args.case)
+    net_path = net_file if os.path.isabs(net_file) else NETWORKS / net_file
+    if args.framework == "znn-plan":
+        res = znn_plan(net_path, kind, size, threads, args)
+    elif kind == "train":
+        if args.framework == "torch":
+            res = torch_train(net_path, size, threads, args)
+        else:
+            res = znn_train(net_path, size, threads, args.framework, args)
+    elif args.framework == "torch":
+        res = torch_infer(net_path, size, threads, args)
+    elif args.framework == "znn":
+        res = znn_infer(net_path, size, threads, args)
+    else:
+        res = {"skipped": "n/a"}
+    vox = 1
+    for s in size:
+        vox *= s
+    if "seconds" in res:
+        res["vox_per_s"] = vox / res["seconds"]
+    res.update(peak_rss_mb=peak_rss_mb(), voxels=vox, size=list(size))
+    if args.framework == "torch":
+        import torch
+
+        res["torch_threads"] = torch.get_num_threads()
+    print(RESULT + json.dumps(res, default=str), flush=True)
+
+
+# -- parent side ---------------------------------------------------------------------------------
+def case_setup(args, name):
+    """(network file, kind, size) of a case after --quick / --size / --net."""
+    net_file, kind, size, quick, _, _ = CASES[name]
+    size = quick if args.quick else size
+    for item in args.size or []:
+        key, _, val = item.partition("=")
+        if key == name:
+            size = tuple(int(v) for v in val.replace("x", ",").split(","))
+    for item in args.net or []:
+        key, _, val = item.partition("=")
+        if key == name:
+            net_file = str(Path(val).resolve())
+    return net_file, kind, tuple(size)
+
+
+def child_cmd(args, case, threads, fw, workdir=None):
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--case", case, "--framework", fw,
+           "--threads-one", str(threads), "--repeats", str(args.repeats), "--cap", str(args.cap),
+           "--budget", f"{args.budget:.3f}"]
+    if args.quick:
+        cmd.append("--quick")
+    if workdir:
+        cmd += ["--workdir", str(workdir)]
+    for opt in ("size", "net"):
+        for item in getattr(args, opt) or []:
+            cmd += [f"--{opt}", item]
+    return cmd
+
+
+def run_case(args, case, threads, fw):
+    """Run one case's subprocess (for znn: the plan process, then the timed one)."""
+    if fw != "znn":
+        return run_child_process(args, case, threads, fw)
+    with tempfile.TemporaryDirectory(prefix="znn-bench-plan-") as workdir:
+        plan = run_child_process(args, case, threads, "znn-plan", workdir)
+        took = f"{plan['plan_s']:.1f} s" if "plan_s" in plan else plan.get("failed", "?")
+        print(f"   plan: {took}, modes {plan.get('modes', '?')}", flush=True)
+        res = run_child_process(args, case, threads, "znn", workdir)
+    for k in ("plan_s", "plan", "plan_output_size"):
+        if k in plan:
+            res[k] = plan[k]
+    res["plan_peak_rss_mb"] = plan.get("peak_rss_mb")
+    res["plan_other_cores"] = plan.get("other_cores")
+    return res
+
+
+def run_child_process(args, case, threads, fw, workdir=None):
+    """Run a child; while others kept > 0.3 cores busy, retry (up to --retries), keep the
+    least disturbed run."""
+    best = None
+    for attempt in range(1 + (args.retries if fw != "znn-plan" else 0)):
+        res = run_once(args, case, threads, fw, workdir)
+        res["attempts"] = attempt + 1
+        if best is None or res.get("other_cores", 9) < best.get("other_cores", 9):
+            best = res
+        if "failed" in res or res.get("other_cores", 0) <= 0.3:
+            break
+        print(f"   (other processes used {res['other_cores']:.2f} cores: retrying)",
+              flush=True)
+    return best
+
+
+def run_once(args, case, threads, fw, workdir):
+    from common import cpu_busy_seconds, wait_for_idle
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = child_cmd(args, case, threads, fw, workdir)
+    waited = wait_for_idle(args.wait_idle) if args.wait_idle > 0 else 0.0
+    busy0, ru0 = cpu_busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"failed": f"timeout {args.timeout:.0f} s"}
+    wall = time.perf_counter() - t0
+    found = [ln for ln in p.stdout.splitlines() if ln.startswith(RESULT)]
+    if p.returncode != 0 or not found:
+        tail = "\n".join(p.stderr.strip().splitlines()[-15:])
+        print(f"  {case} {threads}t {fw}: FAILED rc={p.returncode}\n{tail}", file=sys.stderr)
+        return {"failed": f"rc={p.returncode}" + (" (killed: out of memory?)"
+                                                   if p.returncode in (-9, 137) else "")}
+    res = json.loads(found[-1][len(RESULT):])
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    if busy0 is not None:  # cores kept busy by other processes while the case ran
+        res["other_cores"] = max(0.0, (cpu_busy_seconds() - busy0 - own) / wall)
+    res.update(wall_s=wall, waited_s=waited)
+    return res
+
+
+def fmt_rate(r):
+    if r is None:
+        return "-"
+    if "vox_per_s" in r:
+        v = r["vox_per_s"]
+        return f"{v:,.0f}" if v >= 100 else f"{v:,.1f}"
+    return r.get("skipped") or r.get("failed") or "-"
+
+
+def tables(args, selected, threads_list, results):
+    main_rows, detail_rows, scale_rows = [], [], []
+    for case in selected:
+        _, kind, size = case_setup(args, case)
+        target, scale_target = CASES[case][4], CASES[case][5]
+        label = f"{case} {'out' if kind == 'train' else 'vol'} {'x'.join(map(str, size))}"
+        for t in threads_list:
+            r = {fw: results.get((case, t, fw)) for fw in FRAMEWORKS}
+            z, tr = r["znn"] or {}, r["torch"] or {}
+            ratio = (tr["seconds"] / z["seconds"] if "seconds" in z and "seconds" in tr
+                     else None)
+            main_rows.append([label, t, fmt_rate(r["znn"]),
+                              fmt_rate(r["znn-fft"]) if kind == "train" else "",
+                              fmt_rate(r["znn-direct"]) if kind == "train" else "",
+                              fmt_rate(r["torch"]), f"{ratio:.2f}x" if ratio else "-",
+                              f">= {target:g}x", ("yes" if ratio >= target else "NO")
+                              if ratio else "-"])
+            rss = "/".join(f"{r[fw]['peak_rss_mb'] / 1024:.1f}" if r[fw] and "peak_rss_mb"
+                           in r[fw] else "-" for fw in FRAMEWORKS)
+            load = "/".join(f"{r[fw]['other_cores']:.2f}" if r[fw] and "other_cores" in r[fw]
+                            else "-" for fw in ("znn", "torch"))
+            modes = z.get("modes", "-") + (" (re-planned!)" if z.get("replanned") else "")
+            detail_rows.append([label, t, f"{z['plan_s']:.1f}" if "plan_s" in z else "-",
+                                modes, rss,
+                                f"{z['seconds']:.3f}" if "seconds" in z else "-",
+                                f"{tr['seconds']:.3f}" if "seconds" in tr else "-", load])
+        if 1 in threads_list and 2 in threads_list:
+            def scale(fw):
+                a, b = results.get((case, 1, fw)) or {}, results.get((case, 2, fw)) or {}
+                if "seconds" in a and "seconds" in b:
+                    return a["seconds"] / b["seconds"]
+                return None
+            zs, ts = scale("znn"), scale("torch")
+            scale_rows.append([label, f"{zs:.2f}x" if zs else "-", f"{ts:.2f}x" if ts else "-",
+                               f">= {scale_target:g}x" if scale_target else "",
+                               ("yes" if zs >= scale_target else "NO")
+                               if scale_target and zs else ""])
+    return main_rows, detail_rows, scale_rows
+
+
+def header_text(args):
+    from common import machine
+    from znn import kernels as K
+
+    try:
+        from importlib.metadata import version
+        torch_version = version("torch")
+    except Exception:  # torch missing: its cases fail and say so
+        torch_version = "not installed"
+    flags = " ".join(f"{k}={int(v)}" for k, v in K.build_flags().items())
+    m = machine()
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": m["cpu"],
+            "cores": m["cores"], "torch": torch_version, "znn_build_flags": flags,
+            "fft_backend": str(K.fft_backend() if callable(K.fft_backend) else K.fft_backend),
+            "dtype": DTYPE, "quick": args.quick}
+
+
+def run_parent(args):
+    from common import markdown_table, write_results
+
+    selected = [c for c in CASES if not args.only
+                or any(tok == c or tok in c for tok in args.only.split(","))]
+    if not selected:
+        sys.exit(f"--only {args.only!r} matches no case; cases: {', '.join(CASES)}")
+    threads_list = [int(t) for t in args.threads.split(",")]
+    fws = [f for f in args.frameworks.split(",") if f]
+    bad = set(fws) - set(FRAMEWORKS)
+    if bad:
+        sys.exit(f"--frameworks: unknown {sorted(bad)}; choose from {', '.join(FRAMEWORKS)}")
+    jobs = [(c, t, f) for c in selected for t in threads_list for f in fws
+            if CASES[c][1] == "train" or f in ("znn", "torch")]
+    if args.budget is None:  # one budget for every subprocess
+        from znn.inference import available_memory as avail
+
+        args.budget = avail() / 2 / GIB
+    if args.dry_run:
+        for c, t, f in jobs:
+            if f == "znn":
+                print(" ".join(child_cmd(args, c, t, "znn-plan", "WORKDIR")))
+            print(" ".join(child_cmd(args, c, t, f, "WORKDIR" if f == "znn" else None)))
+        return None
+    results = {}
+    for c, t, f in jobs:
+        print(f"== {c} {t} thread(s) {f}", flush=True)
+        res = run_case(args, c, t, f)
+        results[(c, t, f)] = res
+        print(f"   {fmt_rate(res)} vox/s  " + ", ".join(
+            f"{k}={res[k]:.3g}" if isinstance(res[k], float) else f"{k}={res[k]}"
+            for k in ("seconds", "plan_s", "modes", "replanned", "peak_rss_mb", "other_cores")
+            if k in res), flush=True)
+    head = header_text(args)
+    main_rows, detail_rows, scale_rows = tables(args, selected, threads_list, results)
+    text = "\n\n".join([
+        "# znn vs PyTorch: whole networks (issue 6)",
+        "\n".join(f"- {k}: {v}" for k, v in head.items()),
+        markdown_table(["case", "threads", "znn vox/s", "znn fft-only", "znn direct-only",
+                        "torch vox/s", "ratio (torch time / znn time)", "target", "met?"],
+                       main_rows),
+        "## 2-thread scaling (throughput 2 threads / 1 thread)",
+        markdown_table(["case", "znn 2t/1t", "torch 2t/1t", "target (znn)", "met?"],
+                       scale_rows) if scale_rows else "(needs --threads 1,2)",
+        "## Details",
+        markdown_table(["case", "threads", "znn plan s", "znn modes",
+                        "peak RSS GiB znn/fft/direct/torch", "znn s", "torch s",
+                        "other CPU (cores) znn/torch"], detail_rows),
+        NOTES.format(repeats=args.repeats, cap=args.cap, budget=args.budget,
+                     retries=args.retries, cores=os.cpu_count(),
+                     wait=args.wait_idle)])
+    print("\n" + text)
+    data = {"header": head, "results": [{"case": c, "threads": t, "framework": f, **r}
+                                        for (c, t, f), r in results.items()]}
+    path = write_results("networks", text, data, args.out_dir)
+    print(f"\nwritten: {path} and {path.with_suffix('.json')}")
+    return data
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(
+        description="Whole networks: znn against PyTorch CPU (same dense network, patch, "
+        "threads), every case in a fresh subprocess. Cases: " + "; ".join(
+            f"{k} ({v[1]} {'x'.join(map(str, v[2]))})" for k, v in CASES.items()))
+    ap.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    ap.add_argument("--only", help="comma list of case names or parts of them (N4,train)")
+    ap.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    ap.add_argument("--size", action="append", metavar="CASE=Z,Y,X",
+                    help="override a case's output patch (training) or volume (inference)")
+    ap.add_argument("--net", action="append", metavar="CASE=FILE.znn",
+                    help="run a case with another network file")
+    ap.add_argument("--repeats", type=int, default=2, help="timed training steps (best of)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="GiB for the conv plan / inference (default half of available)")
+    ap.add_argument("--cap", type=float, default=12.0,
+                    help="GiB: fft-only runs whose estimate exceeds cap/1.3 are skipped")
+    ap.add_argument("--wait-idle", type=float, default=120.0,
+                    help="seconds to wait at most for an idle machine before each case")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="re-runs of a case disturbed by other processes (> 0.3 cores)")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per subprocess")
+    ap.add_argument("--out-dir", default=None, help="results folder (default bench-results/)")
+    ap.add_argument("--dry-run", action="store_true", help="print the subprocess commands")
+    ap.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)
+    ap.add_argument("--framework", choices=FRAMEWORKS + ("znn-plan",), help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", help=argparse.SUPPRESS)
+    ap.add_argument("--threads-one", type=int, default=1, help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--slices", type=int, default=30, help="z slices of the inference stack")
-    ap.add_argument("--mode", default="optimize", choices=["optimize", "fft", "direct"],
-                    help="znn conv mode for inference")
-    ap.add_argument("--only", choices=["training", "inference"], default=None)
-    args = ap.parse_args(argv)
-    global ZNN_MODE
-    ZNN_MODE = args.mode
-    rows = []
-    for threads in [int(t) for t in args.threads.split(",")]:
-        if args.only != "inference":
-            rows += bench_training(threads, args.quick)
-        if args.only != "training":
-            rows += bench_inference(threads, args.quick, args.slices)
-    write_table("networks", ["case", "threads", "znn fft vox/s", "znn direct vox/s",
-                             "torch vox/s", "torch time / znn time"], rows)
+    args = parse(argv)
+    if args.case:
+        run_child(args)
+    else:
+        run_parent(args)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Timing helpers shared by the benchmarks: best-of-N wall time and result tables."""
+"""Timing helpers shared by the benchmarks: best-of-N wall time, machine facts, result tables."""
 from __future__ import annotations
 
 import json
 import os
 import platform
+import resource
+import time
 from pathlib import Path
 
 from znn.net.conv_plan import best_time  # noqa: F401  (re-exported for the benchmarks)
@@ -21,14 +23,53 @@ def machine():
     return {"cpu": cpu, "cores": os.cpu_count()}
 
 
-def write_table(name, header, rows):
-    """Print a markdown table and write it (and the raw rows as JSON) to bench-results/."""
-    RESULTS.mkdir(exist_ok=True)
+def peak_rss_mb():
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def cpu_busy_seconds():
+    """CPU seconds (all cores) spent busy since boot, from /proc/stat (None off Linux)."""
+    try:
+        with open("/proc/stat") as fh:
+            vals = [int(v) for v in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+def wait_for_idle(max_wait, threshold=0.25):
+    """Wait (up to max_wait s) until other processes use < threshold cores; returns s waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait:
+        b0 = cpu_busy_seconds()
+        if b0 is None:
+            break
+        time.sleep(1.0)
+        if cpu_busy_seconds() - b0 < threshold:
+            break
+    return time.perf_counter() - t0
+
+
+def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    text = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def write_results(name, text, data, results=None):
+    """Write text to <results>/<name>.md and data to <name>.json; returns the .md path."""
+    results = Path(results or RESULTS)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.md").write_text(text if text.endswith("\n") else text + "\n")
+    (results / f"{name}.json").write_text(json.dumps(data, indent=1, default=str))
+    return results / f"{name}.md"
+
+
+def write_table(name, header, rows):
+    """Print a markdown table and write it (and the raw rows as JSON) to bench-results/."""
+    text = markdown_table(header, rows)
     print(text)
-    (RESULTS / f"{name}.md").write_text(f"machine: {machine()}\n\n{text}\n")
-    (RESULTS / f"{name}.json").write_text(json.dumps({"header": header, "rows": rows,
-                                                      "machine": machine()}, indent=1))
+    write_results(name, f"machine: {machine()}\n\n{text}\n",
+                  {"header": header, "rows": rows, "machine": machine()})
     return text

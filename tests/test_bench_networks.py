@@ -1,0 +1,124 @@
+"""The 7^3 benchmark network and the network benchmark script (subprocess per case, tables)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from znn.formats.network_file import read_network
+from znn.net.graph import Network
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks" / "bench_networks.py"
+NET7 = ROOT / "networks" / "net3d_7.znn"
+
+
+def test_net3d_7_layers_and_fov():
+    spec = read_network(NET7)
+    convs = {n: e for n, e in spec.edges.items() if e.type == "conv"}
+    assert sorted(convs) == ["conv1", "conv2", "conv3", "conv4"]
+    assert [tuple(convs[n].size) for n in ("conv1", "conv2", "conv3", "conv4")] == \
+        [(7, 7, 7)] * 3 + [(1, 1, 1)]
+    assert all(e.init == "xavier" for e in convs.values())
+    assert [spec.nodes[n].size for n in ("nconv1", "npool1", "nconv2", "nconv3", "output")] \
+        == [48, 48, 48, 48, 3]
+    assert spec.nodes["output"].function == "forward_logistics"
+    net = Network(spec, (2, 3, 4), dtype="float32", conv_mode="direct", num_threads=1)
+    # FOV by hand: each layer adds (k - 1) * dilation, dilation doubles after a stride-2 pool
+    fov, dil = 1, 1
+    for k, stride in ((7, 1), (2, 2), (7, 1), (2, 2), (7, 1), (1, 1)):
+        fov += (k - 1) * dil
+        dil *= stride
+    assert fov == 46
+    assert net.fov == (46, 46, 46)
+    assert net.input_size == (2 + 45, 3 + 45, 4 + 45)
+
+
+def _run(args, tmp_path, timeout=60):
+    p = subprocess.run([sys.executable, str(BENCH), *args, "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout
+
+
+def test_dry_run_lists_one_subprocess_per_case(tmp_path):
+    out = _run(["--quick", "--dry-run", "--threads", "1,2"], tmp_path).splitlines()
+    # 3 training cases x 2 threads x (znn plan, znn, fft-only, direct-only, torch)
+    # + 2 inference cases x 2 threads x (znn plan, znn, torch)
+    assert len(out) == 3 * 2 * 5 + 2 * 2 * 3
+    assert all("--case" in line and "--threads-one" in line for line in out)
+    assert sum("--case N4-infer" in line for line in out) == 6
+    assert sum("--framework znn-plan" in line for line in out) == 10
+    assert not list(tmp_path.glob("networks.*"))
+    only = _run(["--dry-run", "--only", "VD2D3D", "--threads", "2"], tmp_path).splitlines()
+    assert len(only) == 5 and all("--threads-one 2" in line for line in only)
+
+
+def test_smoke_tiny_network_end_to_end(tmp_path):
+    pytest.importorskip("torch")
+    tiny = str(ROOT / "networks" / "tiny3d.znn")
+    _run(["--threads", "1", "--only", "net3d_7", "--repeats", "1", "--wait-idle", "0",
+          "--retries", "0",
+          "--net", f"net3d_7-train={tiny}", "--net", f"net3d_7-infer={tiny}",
+          "--size", "net3d_7-train=2,2,2", "--size", "net3d_7-infer=3,9,10"], tmp_path)
+    data = json.loads((tmp_path / "networks.json").read_text())
+    got = {(r["case"], r["framework"]): r for r in data["results"]}
+    assert set(got) == {("net3d_7-train", f) for f in ("znn", "znn-fft", "znn-direct", "torch")} \
+        | {("net3d_7-infer", "znn"), ("net3d_7-infer", "torch")}
+    for r in got.values():
+        assert r["seconds"] > 0 and r["peak_rss_mb"] > 10
+        assert r["vox_per_s"] == pytest.approx(r["voxels"] / r["seconds"])
+    assert got[("net3d_7-train", "znn")]["voxels"] == 8
+    assert got[("net3d_7-infer", "znn")]["voxels"] == 270
+    assert got[("net3d_7-train", "znn-fft")]["modes"] == "FF"
+    assert got[("net3d_7-train", "znn-direct")]["modes"] == "DD"
+    assert got[("net3d_7-train", "torch")]["torch_threads"] == 1
+    for case in ("net3d_7-train", "net3d_7-infer"):  # planned in its own process, then reused
+        assert got[(case, "znn")]["plan_s"] > 0 and got[(case, "znn")]["replanned"] is False
+    text = (tmp_path / "networks.md").read_text()
+    assert "torch:" in text and "dtype: float32" in text and "ZNN_USE_FLOATS" in text
+    assert "| net3d_7-train out 2x2x2 | 1 |" in text
+    assert "| net3d_7-infer vol 3x9x10 | 1 |" in text
+    assert not list(tmp_path.glob("*.plan"))
+
+
+def test_tables_ratio_target_and_scaling():
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import bench_networks as bn
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    args = SimpleNamespace(quick=False, size=None, net=None)
+    res = {("N4-train", 1, "znn"): {"seconds": 1.0, "vox_per_s": 40000.0, "modes": "DD"},
+           ("N4-train", 1, "torch"): {"seconds": 2.5, "vox_per_s": 16000.0},
+           ("N4-train", 2, "znn"): {"seconds": 0.6, "vox_per_s": 66666.0},
+           ("N4-train", 2, "torch"): {"seconds": 1.5, "vox_per_s": 26666.0},
+           ("N4-train", 2, "znn-fft"): {"skipped": "est. 20.0 GiB"},
+           ("N4-train", 2, "znn-direct"): {"failed": "rc=137"}}
+    main, _, scale = bn.tables(args, ["N4-train"], [1, 2], res)
+    assert main[0][:2] == ["N4-train out 1x200x200", 1]
+    assert main[0][6:] == ["2.50x", ">= 2x", "yes"]
+    assert main[1][3:5] == ["est. 20.0 GiB", "rc=137"]
+    assert main[1][6:] == ["2.50x", ">= 2x", "yes"]
+    assert scale == [["N4-train out 1x200x200", "1.67x", "1.67x", ">= 1.85x", "NO"]]
+
+
+def test_run_all_stops_at_first_failure(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    (tmp_path / "a.py").write_text("open('a.done', 'w').close()\n")
+    (tmp_path / "b.py").write_text("raise SystemExit(3)\n")
+    (tmp_path / "c.py").write_text("open('c.done', 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run_all, "HERE", tmp_path)
+    monkeypatch.setattr(run_all, "SCRIPTS", ("a.py", "b.py", "c.py"))
+    assert run_all.main() == 3
+    assert (tmp_path / "a.done").exists() and not (tmp_path / "c.done").exists()
+    assert "b.py failed (exit code 3); stopping" in capsys.readouterr().err
+    monkeypatch.setattr(run_all, "SCRIPTS", ("a.py", "c.py"))
+    assert run_all.main() == 0 and (tmp_path / "c.done").exists()
