@@ -28,6 +28,7 @@ from znn._core._pool import (max_filter_backward, max_filter_forward, max_pool_b
 
 build_flags = _build.build_flags
 default_dtype = _build.default_dtype
+retain_freed_memory = _build.retain_freed_memory
 
 __all__ = [
     "CACHE_FFTS", "FUNCTIONS", "build_flags", "channel_sum", "conv_backward_data",
@@ -35,7 +36,8 @@ __all__ = [
     "dropout_forward", "fft_backend", "irfft", "kernel_spectra", "kernel_spectra_yx",
     "mac_backward", "mac_backward_streamed", "mac_forward", "mac_forward_streamed",
     "max_filter_backward", "max_filter_forward", "max_pool_backward", "max_pool_forward",
-    "maxout_backward", "maxout_forward", "release_zgemm_scratch", "rfft", "transfer_backward",
+    "maxout_backward", "maxout_forward", "release_zgemm_scratch", "retain_freed_memory", "rfft",
+    "transfer_backward",
     "transfer_forward",
     "weight_grad", "weight_grad_z", "zmac_backward", "zmac_forward",
 ]

@@ -1,6 +1,6 @@
 """What this build of znn was compiled with (flags, default dtype, alignment)."""
 from znn._core._common cimport (znn_build_flags, znn_default_real_size, znn_alignment,
-                                znn_runtime_init, znn_threads, znn_malloc, znn_free, check)
+                                znn_runtime_init, znn_threads, znn_retain_freed_memory, znn_malloc, znn_free, check)
 from libc.stdint cimport uintptr_t
 
 check(znn_runtime_init())
@@ -36,3 +36,12 @@ def probe_alignment(int count=16):
 def cpu_threads(int n=0):
     """Thread count the kernels use for num_threads=n (n <= 0 means every core)."""
     return znn_threads(n)
+
+
+def retain_freed_memory():
+    """Keep freed memory in the process for reuse by later passes (glibc; process-wide).
+
+    Avoids faulting in fresh pages for every tile or training step; resident memory then
+    stays at its peak.  Returns True when it took effect.
+    """
+    return bool(znn_retain_freed_memory())

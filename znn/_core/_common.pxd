@@ -5,6 +5,7 @@ cdef extern from "common.h" nogil:
     int ZNN_OK
     int znn_runtime_init()
     int znn_threads(int nthreads)
+    int znn_retain_freed_memory()
     const char *znn_error_message()
     void znn_clear_error()
     const char *znn_build_flags()

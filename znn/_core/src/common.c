@@ -8,6 +8,10 @@
 
 #include <mkl.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 static char g_message[1024];
 static int g_has_error = 0;
 
@@ -91,3 +95,14 @@ const char *znn_build_flags(void)
 
 int znn_default_real_size(void) { return ZNN_USE_FLOATS ? 4 : 8; }
 int znn_alignment(void) { return ZNN_ALIGNMENT; }
+
+int znn_retain_freed_memory(void)
+{
+#if defined(__GLIBC__)
+    int ok = mallopt(M_MMAP_MAX, 0);
+    ok = mallopt(M_TRIM_THRESHOLD, -1) && ok;  /* -1: SIZE_MAX, never trim the heap */
+    return ok ? 1 : 0;
+#else
+    return 0;
+#endif
+}
