@@ -25,7 +25,7 @@ CASES = {
     "VD2D3D-train": ("VD2D3D.znn", "train", (4, 100, 100), (1, 8, 8), 2.0, 1.85),
     "net3d_7-train": ("net3d_7.znn", "train", (8, 8, 8), (1, 1, 1), 3.0, None),
     "N4-infer": ("N4.znn", "infer", (30, 512, 512), (2, 96, 96), 3.0, None),
-    "net3d_7-infer": ("net3d_7.znn", "infer", (16, 96, 96), (2, 16, 16), 5.0, None),
+    "net3d_7-infer": ("net3d_7.znn", "infer", (32, 128, 128), (2, 16, 16), 5.0, None),
 }
 FRAMEWORKS = ("znn", "znn-fft", "znn-direct", "torch")
 RESULT = "RESULT "  # prefix of the child's JSON line on stdout

@@ -259,6 +259,7 @@ class VolumeForward:
         o = net.output_size
         pads = {n: tuple((f - 1) // 2 if self.mirror else 0 for f in fovs[n]) for n in net.inputs}
         starts = list(itertools.product(*(tile_starts(t, s) for t, s in zip(out_total, o))))
+        net.keep_kernel_spectra = len(starts) > 1  # one tile: no later pass reuses them
         self.log(f"volume {'x'.join(map(str, vshape))} -> output "
                  f"{'x'.join(map(str, out_total))}: {len(starts)} tile(s) of "
                  f"{'x'.join(map(str, o))}, ~{memory.human(plan.bytes)}")

@@ -263,6 +263,8 @@ class Conv(Edge):
 
     def release(self):
         self._x = None
+        if not self.net.keep_kernel_spectra:
+            self.invalidate_spectra()
 
 
 TYPES = {

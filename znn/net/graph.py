@@ -32,6 +32,10 @@ class Network:
         self.num_threads = int(num_threads)
         self.rng = np.random.default_rng(seed)
         self.phase = phase
+        # Keep each FFT edge's kernel spectra between passes (they are reused until the
+        # filters change).  A single inference pass sets this False: spectra are then freed
+        # as soon as their layer is done, so peak memory holds one layer's, not all.
+        self.keep_kernel_spectra = True
         self.output_size = shapes.check_size(output_size, "output_size")
         self.order = shapes.topological_order(spec)
         self.sparsity = shapes.sparsity(spec, self.order)
