@@ -260,12 +260,8 @@ def kernel_spectra(w, dilation, fft_shape, out=None, int nthreads=0):
     return out
 
 
-def weight_grad(xf, gf, fft_shape, ksize, dilation, out=None, int nthreads=0):
-    """dW[i, j][w] = IFFT(gf[j] * conj(xf[i]))[w * dilation] / N for the taps w < ksize.
-
-    xf: complex (n_in, Z, Y, X//2+1), gf: complex (n_out, ...) of the same dtype.
-    Returns real (n_in, n_out, kz, ky, kx).
-    """
+def _weight_grad_args(xf, gf, fft_shape, ksize, dilation, out):
+    """Validate the arguments of weight_grad / weight_grad_z; returns them checked."""
     xf = _spectra("xf", xf, 4, "(n_in, z, y, x//2+1)")
     gf = _spectra("gf", gf, 4, "(n_out, z, y, x//2+1)", xf.dtype)
     n = _vec3("fft_shape", fft_shape, 1)
@@ -278,6 +274,16 @@ def weight_grad(xf, gf, fft_shape, ksize, dilation, out=None, int nthreads=0):
         raise ValueError(f"gf has shape {gf.shape}; fft_shape {n} needs (n_out,) + {sp}")
     _check_fits(k, d, n, "ksize", "dilation")
     out = _output("out", out, (xf.shape[0], gf.shape[0]) + k, _REAL_OF[xf.dtype], (xf, gf))
+    return xf, gf, n, k, d, out
+
+
+def weight_grad(xf, gf, fft_shape, ksize, dilation, out=None, int nthreads=0):
+    """dW[i, j][w] = IFFT(gf[j] * conj(xf[i]))[w * dilation] / N for the taps w < ksize.
+
+    xf: complex (n_in, Z, Y, X//2+1), gf: complex (n_out, ...) of the same dtype.
+    Returns real (n_in, n_out, kz, ky, kx).
+    """
+    xf, gf, n, k, d, out = _weight_grad_args(xf, gf, fft_shape, ksize, dilation, out)
     cdef int64_t n_[3]
     cdef int64_t d_[3]
     cdef int64_t k_[3]
@@ -594,18 +600,7 @@ def weight_grad_z(xf, gf, fft_shape, ksize, dilation, out=None, int nthreads=0):
     xf: complex (n_in, Z, Y, X//2+1), gf: complex (n_out, ...) of the same dtype.
     Returns real (n_in, n_out, kz, ky, kx): IFFT(gf[j] * conj(xf[i]))[w * dilation] / N.
     """
-    xf = _spectra("xf", xf, 4, "(n_in, z, y, x//2+1)")
-    gf = _spectra("gf", gf, 4, "(n_out, z, y, x//2+1)", xf.dtype)
-    n = _vec3("fft_shape", fft_shape, 1)
-    k = _vec3("ksize", ksize, 1)
-    d = _vec3("dilation", dilation, 1)
-    sp = _spectrum_shape(n)
-    if xf.shape[1:] != sp:
-        raise ValueError(f"xf has shape {xf.shape}; fft_shape {n} needs (n_in,) + {sp}")
-    if gf.shape[1:] != sp:
-        raise ValueError(f"gf has shape {gf.shape}; fft_shape {n} needs (n_out,) + {sp}")
-    _check_fits(k, d, n, "ksize", "dilation")
-    out = _output("out", out, (xf.shape[0], gf.shape[0]) + k, _REAL_OF[xf.dtype], (xf, gf))
+    xf, gf, n, k, d, out = _weight_grad_args(xf, gf, fft_shape, ksize, dilation, out)
     cdef int64_t n_[3]
     cdef int64_t d_[3]
     cdef int64_t k_[3]
