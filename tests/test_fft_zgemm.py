@@ -277,3 +277,37 @@ def test_concurrent_calls_and_kept_scratch():
     assert F.release_zgemm_scratch() > 0
     assert F.zgemm_scratch_bytes() == 0 and F.release_zgemm_scratch() == 0
     assert np.array_equal(F.weight_grad_z(xf, gf, n, k, d), expect[0])
+
+
+@pytest.mark.parametrize("n,k,d", [((9, 10, 11), (3, 2, 4), (2, 3, 1)),
+                                   ((1, 12, 10), (1, 3, 3), (1, 2, 1)),
+                                   ((6, 8, 8), (1, 3, 3), (1, 1, 2)),
+                                   ((7, 9, 9), (7, 9, 3), (1, 1, 2))])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("chunk", ["", "1", "3"])
+def test_compact_spectra_give_the_same_macs(n, k, d, dtype, chunk, monkeypatch):
+    """compact=True keeps only the x stage; the MACs apply the y stage per block in cache."""
+    monkeypatch.setenv("ZNN_ZGEMM_CHUNK", chunk)
+    rng = np.random.default_rng(7)
+    ni, no = 3, 4
+    w = rng.standard_normal((ni, no) + k).astype(dtype)
+    xf = F.rfft(rng.standard_normal((ni,) + n).astype(dtype), n)
+    gf = F.rfft(rng.standard_normal((no,) + n).astype(dtype), n)
+    full = F.kernel_spectra_yx(w, d, n)
+    comp = F.kernel_spectra_yx(w, d, n, compact=True)
+    xh = n[2] // 2 + 1
+    assert comp.shape == ((xh, k[1] * ni, no) if n[0] == 1 else (k[1] * xh, k[0] * ni, no))
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
+    for nt in (1, 2):
+        y1 = F.zmac_forward(xf, full, k, d, n, np.empty((no,) + xf.shape[1:], xf.dtype))
+        y2 = F.zmac_forward(xf, comp, k, d, n, np.ones((no,) + xf.shape[1:], xf.dtype),
+                            compact=True, nthreads=nt)
+        scale = np.abs(y1).max()
+        np.testing.assert_allclose(y2 / scale, y1 / scale, **tol)
+        b1 = F.zmac_backward(gf, full, k, d, n, np.empty_like(xf))
+        b2 = F.zmac_backward(gf, comp, k, d, n, np.full_like(xf, 2), accumulate=True,
+                             compact=True, nthreads=nt)
+        np.testing.assert_allclose((b2 - 2) / np.abs(b1).max(), b1 / np.abs(b1).max(), **tol)
+    if comp.shape != full.shape:  # a compact cache passed as a full one is refused
+        with pytest.raises(ValueError, match="wyx has shape"):
+            F.zmac_forward(xf, comp, k, d, n, np.empty((no,) + xf.shape[1:], xf.dtype))

@@ -440,3 +440,45 @@ def test_fft_sizes_are_padded_to_fast_lengths_and_stay_exact(monkeypatch):
     want = reference_outputs(net, params, inputs)
     for k in want:
         np.testing.assert_allclose(y[k], want[k], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("compact", ["0", "1"])
+def test_fft_modes_with_full_or_compact_kernel_spectra_match_the_reference(monkeypatch, compact):
+    monkeypatch.setenv("ZNN_FFT_COMPACT", compact)
+    rng = np.random.default_rng(9)
+    net = build("tiny3d.znn", (3, 4, 5), dtype="float64", conv_mode="fft")
+    assert all(e.compact == (compact == "1") for e in net.conv_edges())
+    params = ref.random_params(net.spec, rng)
+    set_params(net, params)
+    inputs = random_inputs(net, rng)
+    want = reference_outputs(net, params, inputs)
+    got = net.forward(inputs)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-12)
+    g = {k: rng.standard_normal(v.shape) for k, v in got.items()}
+    net.backward(g)
+    grads = {k: v.copy() for k, v in net.gradients().items()}
+    net.set_conv_mode("direct")
+    net.forward(inputs)
+    net.backward(g)
+    for k, v in net.gradients().items():
+        np.testing.assert_allclose(grads[k], v, rtol=1e-9, atol=1e-11)
+
+
+def test_inference_pass_max_filter_skips_the_argmax_with_the_same_values():
+    from znn.net.edges import max_filter_values
+
+    rng = np.random.default_rng(4)
+    for shape, k, d in [((3, 5, 9, 10), (2, 2, 2), (1, 2, 3)), ((2, 1, 20, 21), (1, 3, 2), (1, 4, 1)),
+                        ((3, 4, 9, 9), (3, 1, 1), (1, 1, 1)), ((2, 4, 6, 7), (1, 1, 1), (1, 1, 1))]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        want = znn.kernels.max_filter_forward(x, k, d)[0]
+        for threads in (1, 2, 3):
+            np.testing.assert_array_equal(max_filter_values(x, k, d, threads), want)
+    net = build("net3d_5.znn", (2, 2, 2), dtype="float64", conv_mode="direct")
+    inputs = random_inputs(net, rng)
+    kept = net.forward(inputs)["output"]
+    assert net.edges["pool1"]._argmax is not None
+    lean = net.forward(inputs, keep_state=False)["output"]
+    assert net.edges["pool1"]._argmax is None
+    np.testing.assert_array_equal(kept, lean)

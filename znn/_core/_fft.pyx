@@ -435,21 +435,23 @@ def mac_backward_streamed(gf, w, dilation, fft_shape, dxf, bint accumulate=False
 
 cdef extern from "fft_zgemm.h" nogil:
     int znn_fft_zspectra_yx_s(const float *w, int64_t ni, int64_t no, const int64_t *k,
-                              const int64_t *d, const int64_t *n, float *wyx, int nthreads)
+                              const int64_t *d, const int64_t *n, float *wyx, int compact,
+                              int nthreads)
     int znn_fft_zspectra_yx_d(const double *w, int64_t ni, int64_t no, const int64_t *k,
-                              const int64_t *d, const int64_t *n, double *wyx, int nthreads)
+                              const int64_t *d, const int64_t *n, double *wyx, int compact,
+                              int nthreads)
     int znn_fft_zmac_forward_s(const float *xf, const float *wyx, float *yf, int64_t ni,
                                int64_t no, const int64_t *k, const int64_t *d, const int64_t *n,
-                               int accumulate, int nthreads)
+                               int compact, int accumulate, int nthreads)
     int znn_fft_zmac_forward_d(const double *xf, const double *wyx, double *yf, int64_t ni,
                                int64_t no, const int64_t *k, const int64_t *d, const int64_t *n,
-                               int accumulate, int nthreads)
+                               int compact, int accumulate, int nthreads)
     int znn_fft_zmac_backward_s(const float *gf, const float *wyx, float *dxf, int64_t ni,
                                 int64_t no, const int64_t *k, const int64_t *d,
-                                const int64_t *n, int accumulate, int nthreads)
+                                const int64_t *n, int compact, int accumulate, int nthreads)
     int znn_fft_zmac_backward_d(const double *gf, const double *wyx, double *dxf, int64_t ni,
                                 int64_t no, const int64_t *k, const int64_t *d,
-                                const int64_t *n, int accumulate, int nthreads)
+                                const int64_t *n, int compact, int accumulate, int nthreads)
     int znn_fft_zweight_grad_s(const float *xf, const float *gf, int64_t ni, int64_t no,
                                const int64_t *n, const int64_t *k, const int64_t *d, float *dw,
                                int nthreads)
@@ -470,20 +472,23 @@ def zgemm_scratch_bytes():
     return znn_fft_zgemm_scratch_bytes()
 
 
-def _wyx_shape(n, k, ni, no):
+def _wyx_shape(n, k, ni, no, compact=False):
     """Shape of kernel_spectra_yx's result (planes, Z == 1, are computed with y as z)."""
     if n[0] == 1:
         return (n[2] // 2 + 1, k[1] * ni, no)
-    return (n[1] * (n[2] // 2 + 1), k[0] * ni, no)
+    return ((k[1] if compact else n[1]) * (n[2] // 2 + 1), k[0] * ni, no)
 
 
-def kernel_spectra_yx(w, dilation, fft_shape, out=None, int nthreads=0):
+def kernel_spectra_yx(w, dilation, fft_shape, out=None, int nthreads=0, bint compact=False):
     """Partial (y and x only) spectra of the kernels w (n_in, n_out, kz, ky, kx).
 
     Returns complex (Y*(X//2+1), kz*n_in, n_out): entry [fy*(X//2+1) + fx, a*n_in + i, j] is
     sum_{b,c} w[i, j, a, b, c] exp(-2 pi i (fy b dy / Y + fx c dx / X)), the cache of
     zmac_forward / zmac_backward (kz/Z of the size of kernel_spectra's result).  For planes
     (fft_shape Z == 1) y takes the role of z: (X//2+1, ky*n_in, n_out), ky/Y of the size.
+    compact=True: the x stage only, (ky*(X//2+1), kz*n_in, n_out), entry [b*(X//2+1) + fx,
+    a*n_in + i, j] = sum_c w[i, j, a, b, c] exp(-2 pi i fx c dx / X) (ky/Y of the size); pass
+    compact=True to the MACs too, which then apply the y stage block by block in cache.
     """
     w = _real("w", w, 5, "(n_in, n_out, kz, ky, kx)")
     d = _vec3("dilation", dilation, 1)
@@ -491,7 +496,7 @@ def kernel_spectra_yx(w, dilation, fft_shape, out=None, int nthreads=0):
     k = w.shape[2:]
     _check_fits(k, d, n, "kernel size", "dilation")
     ni, no = w.shape[0], w.shape[1]
-    out = _output("out", out, _wyx_shape(n, k, ni, no), _COMPLEX_OF[w.dtype], (w,))
+    out = _output("out", out, _wyx_shape(n, k, ni, no, compact), _COMPLEX_OF[w.dtype], (w,))
     cdef int64_t n_[3]
     cdef int64_t d_[3]
     cdef int64_t k_[3]
@@ -502,16 +507,18 @@ def kernel_spectra_yx(w, dilation, fft_shape, out=None, int nthreads=0):
     cdef int st
     if w.dtype == _F32:
         with nogil:
-            st = znn_fft_zspectra_yx_s(<float *>pw, ni_, no_, k_, d_, n_, <float *>po, nthreads)
+            st = znn_fft_zspectra_yx_s(<float *>pw, ni_, no_, k_, d_, n_, <float *>po, compact,
+                                       nthreads)
     else:
         with nogil:
             st = znn_fft_zspectra_yx_d(<double *>pw, ni_, no_, k_, d_, n_, <double *>po,
-                                       nthreads)
+                                       compact, nthreads)
     check(st)
     return out
 
 
-def _zmac_args(src_name, src, wyx, ksize, dilation, fft_shape, dst_name, dst, backward):
+def _zmac_args(src_name, src, wyx, ksize, dilation, fft_shape, dst_name, dst, backward,
+               compact):
     """Validate the arguments of zmac_forward / zmac_backward; returns them and (ni, no)."""
     n = _vec3("fft_shape", fft_shape, 1)
     k = _vec3("ksize", ksize, 1)
@@ -520,7 +527,7 @@ def _zmac_args(src_name, src, wyx, ksize, dilation, fft_shape, dst_name, dst, ba
     src = _spectra(src_name, src, 4, "(maps, z, y, x//2+1)")
     wyx = _spectra("wyx", wyx, 3, "(Y*(X//2+1), kz*n_in, n_out)", src.dtype)
     sp = _spectrum_shape(n)
-    C, kk, _ = _wyx_shape(n, k, 1, 1)
+    C, kk, _ = _wyx_shape(n, k, 1, 1, compact)
     if wyx.shape[0] != C or wyx.shape[1] % kk:
         raise ValueError(f"wyx has shape {wyx.shape}; fft_shape {n} and ksize {k} need "
                          f"({C}, {kk}*n_in, n_out)")
@@ -536,14 +543,14 @@ def _zmac_args(src_name, src, wyx, ksize, dilation, fft_shape, dst_name, dst, ba
 
 
 def zmac_forward(xf, wyx, ksize, dilation, fft_shape, yf, bint accumulate=False,
-                 int nthreads=0):
+                 int nthreads=0, bint compact=False):
     """yf[j] (+)= sum_i xf[i] * Wf[i, j] from the partial spectra wyx = kernel_spectra_yx(w, ..).
 
     xf (n_in, Z, Y, X//2+1), yf (n_out, ...) complex of one dtype; ksize / dilation / fft_shape
     as given to kernel_spectra_yx.  Same result as mac_forward(xf, kernel_spectra(w, ..), yf).
     """
     xf, wyx, yf, k, d, n, ni, no = _zmac_args("xf", xf, wyx, ksize, dilation, fft_shape, "yf",
-                                              yf, False)
+                                              yf, False, compact)
     cdef int64_t n_[3]
     cdef int64_t d_[3]
     cdef int64_t k_[3]
@@ -556,23 +563,23 @@ def zmac_forward(xf, wyx, ksize, dilation, fft_shape, yf, bint accumulate=False,
     if yf.dtype == _C64:
         with nogil:
             st = znn_fft_zmac_forward_s(<float *>px, <float *>pw, <float *>py, ni_, no_, k_, d_,
-                                        n_, accumulate, nthreads)
+                                        n_, compact, accumulate, nthreads)
     else:
         with nogil:
             st = znn_fft_zmac_forward_d(<double *>px, <double *>pw, <double *>py, ni_, no_, k_,
-                                        d_, n_, accumulate, nthreads)
+                                        d_, n_, compact, accumulate, nthreads)
     check(st)
     return yf
 
 
 def zmac_backward(gf, wyx, ksize, dilation, fft_shape, dxf, bint accumulate=False,
-                  int nthreads=0):
+                  int nthreads=0, bint compact=False):
     """dxf[i] (+)= sum_j gf[j] * conj(Wf[i, j]) from the partial spectra wyx.
 
     gf (n_out, Z, Y, X//2+1), dxf (n_in, ...).  Same result as mac_backward(gf, wf, dxf).
     """
     gf, wyx, dxf, k, d, n, ni, no = _zmac_args("gf", gf, wyx, ksize, dilation, fft_shape, "dxf",
-                                               dxf, True)
+                                               dxf, True, compact)
     cdef int64_t n_[3]
     cdef int64_t d_[3]
     cdef int64_t k_[3]
@@ -585,11 +592,11 @@ def zmac_backward(gf, wyx, ksize, dilation, fft_shape, dxf, bint accumulate=Fals
     if dxf.dtype == _C64:
         with nogil:
             st = znn_fft_zmac_backward_s(<float *>pg, <float *>pw, <float *>pd, ni_, no_, k_, d_,
-                                         n_, accumulate, nthreads)
+                                         n_, compact, accumulate, nthreads)
     else:
         with nogil:
             st = znn_fft_zmac_backward_d(<double *>pg, <double *>pw, <double *>pd, ni_, no_, k_,
-                                         d_, n_, accumulate, nthreads)
+                                         d_, n_, compact, accumulate, nthreads)
     check(st)
     return dxf
 

@@ -8,12 +8,16 @@ needs no gradient), storing parameter gradients on the edge.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from znn import kernels as K
+from znn._core._build import cpu_threads
 from znn.net.initializers import initialize, tie_blocks
 from znn.net.shapes import fast_fft_shape
+
+COMPACT_ABOVE = 2**30  # bytes of full z-factored kernel spectra (see Conv.compact)
 
 
 class Edge:
@@ -80,10 +84,53 @@ class Dropout(Edge):
         self._mask = None
 
 
+def max_filter_values(x, size, dilation, threads=1):
+    """The dense sliding max of max_filter_forward without the argmax (the same values):
+    separable, one axis at a time, channels split over `threads` (numpy releases the GIL).
+    Inference only; it saves the int64 argmax volume (twice the maps' memory), which is most
+    of the memory a 3D network's max filters touch in a single pass."""
+    out_shape = (x.shape[0],) + tuple(n - (k - 1) * d
+                                      for n, k, d in zip(x.shape[1:], size, dilation))
+    y = np.empty(out_shape, x.dtype)
+
+    axes = [a for a, k in enumerate(size, start=1) if k > 1]
+
+    def channels(c0, c1):
+        v = x[c0:c1]
+        for axis in axes:
+            k, d = size[axis - 1], dilation[axis - 1]
+            n = v.shape[axis] - (k - 1) * d
+            at = (slice(None),) * axis
+            if axis == axes[-1]:  # the last pass writes the result in place
+                r = y[c0:c1]
+                np.maximum(v[at + (slice(0, n),)], v[at + (slice(d, d + n),)], out=r)
+                first = 2
+            else:
+                r = np.array(v[at + (slice(0, n),)])
+                first = 1
+            for t in range(first, k):
+                np.maximum(r, v[at + (slice(t * d, t * d + n),)], out=r)
+            v = r
+        if not axes:
+            y[c0:c1] = v
+
+    cuts = np.linspace(0, x.shape[0], min(threads, x.shape[0]) + 1).astype(int)
+    if len(cuts) <= 2:
+        channels(0, x.shape[0])
+    else:
+        with ThreadPoolExecutor(len(cuts) - 1) as pool:
+            list(pool.map(channels, cuts[:-1], cuts[1:]))
+    return y
+
+
 class MaxFilter(Edge):
     """Dense sliding max over `size` taps spaced by the input sparsity."""
 
     def forward(self, x):
+        self._argmax = None
+        if not self.net.keeping_state:  # inference: no backward, so no argmax to store
+            return max_filter_values(x, self.spec.size, self.dilation,
+                                     threads=cpu_threads(self.threads))
         y, self._argmax = K.max_filter_forward(x, self.spec.size, self.dilation,
                                                nthreads=self.threads)
         return y
@@ -139,6 +186,7 @@ class Conv(Edge):
         self.file_fft = bool(spec.fft)  # the `fft` flag of the .znn file, or of a loaded .h5
         self._wf = None
         self._wf_of = None
+        self._wf_compact = False
 
     @property
     def is_fft(self):
@@ -200,13 +248,27 @@ class Conv(Edge):
         return K.irfft(dxf, self.fft_shape, (0, 0, 0), self.src.size, out=out,
                        scale=self._scale(), accumulate=accumulate, nthreads=self.threads)
 
-    def _yx_shape(self):
+    def _yx_shape(self, compact=None):
         """(columns, rows, n_out) of the z-factored kernel spectra (see kernel_spectra)."""
         z, y, x = self.fft_shape
         kz, ky, _ = self.ksize
         if z == 1:  # planes: the kernels' y axis plays the part of z
             return (x // 2 + 1, ky * self.src.n, self.dst.n)
-        return (y * (x // 2 + 1), kz * self.src.n, self.dst.n)
+        compact = self.compact if compact is None else compact
+        return ((ky if compact else y) * (x // 2 + 1), kz * self.src.n, self.dst.n)
+
+    @property
+    def compact(self):
+        """Keep only the x stage of the kernel spectra (ky/Y of the memory) and let the
+        multiply-accumulates apply the y stage per block of columns, in cache.  That stage
+        costs ~40% more per pass (net3d_7 forward 16x96x96, 1 thread: 2.1 s full, 3.0 s
+        compact), so it is used only when the full spectra would exceed COMPACT_ABOVE bytes.
+        ZNN_FFT_COMPACT=0/1 forces the choice."""
+        force = os.environ.get("ZNN_FFT_COMPACT", "")
+        if force in ("0", "1"):
+            return force == "1"
+        full = int(np.prod(self._yx_shape(False))) * 2 * np.dtype(self.net.dtype).itemsize
+        return full > COMPACT_ABOVE
 
     def kernel_spectra(self):
         """z-factored spectra of the dilated, zero-padded filters (transformed along y and x
@@ -215,14 +277,19 @@ class Conv(Edge):
         every use, ~kz/Z of a full spectrum's work, and never kept)."""
         if not K.CACHE_FFTS:
             return K.kernel_spectra_yx(self.filters, self.dilation, self.fft_shape,
-                                       nthreads=self.threads)
+                                       nthreads=self.threads, compact=self.compact)
         if (self._wf is None or self._wf.shape != self._yx_shape()
+                or self._wf_compact != self.compact
                 or not np.array_equal(self._wf_of, self.filters)):
             self._wf = None
+            self._wf_compact = self.compact
             self._wf = K.kernel_spectra_yx(self.filters, self.dilation, self.fft_shape,
-                                           nthreads=self.threads)
+                                           nthreads=self.threads, compact=self._wf_compact)
             self._wf_of = self.filters.copy()
         return self._wf
+
+    def _is_compact(self, wf):
+        return self._wf_compact if (K.CACHE_FFTS and wf is self._wf) else self.compact
 
     def invalidate_spectra(self):
         """Forget the cached kernel spectra (as a parameter update does)."""
@@ -244,8 +311,9 @@ class Conv(Edge):
         first = yf is None
         if first:
             yf = self._spectra(self.dst.n)
-        K.zmac_forward(xf, self.kernel_spectra(), self.ksize, self.dilation, self.fft_shape,
-                       yf, accumulate=not first, nthreads=self.threads)
+        wf = self.kernel_spectra()
+        K.zmac_forward(xf, wf, self.ksize, self.dilation, self.fft_shape, yf,
+                       accumulate=not first, nthreads=self.threads, compact=self._is_compact(wf))
         return yf
 
     def backward_spectral(self, xf, gf, dxf):
@@ -257,8 +325,9 @@ class Conv(Edge):
         first = dxf is None
         if first:
             dxf = self._spectra(self.src.n)
-        K.zmac_backward(gf, self.kernel_spectra(), self.ksize, self.dilation, self.fft_shape,
-                        dxf, accumulate=not first, nthreads=self.threads)
+        wf = self.kernel_spectra()
+        K.zmac_backward(gf, wf, self.ksize, self.dilation, self.fft_shape, dxf,
+                        accumulate=not first, nthreads=self.threads, compact=self._is_compact(wf))
         return dxf
 
     def release(self):

@@ -36,6 +36,7 @@ class Network:
         # filters change).  A single inference pass sets this False: spectra are then freed
         # as soon as their layer is done, so peak memory holds one layer's, not all.
         self.keep_kernel_spectra = True
+        self.keeping_state = True  # the current forward pass keeps state for backward
         self.output_size = shapes.check_size(output_size, "output_size")
         self.order = shapes.topological_order(spec)
         self.sparsity = shapes.sparsity(spec, self.order)
@@ -158,6 +159,7 @@ class Network:
         done, and backward is not possible afterwards.
         """
         inputs = self._as_maps(inputs, self.inputs, self.input_sizes, "inputs")
+        self.keeping_state = keep_state
         blank = [e for e in self.conv_edges() if not e.initialized]
         if blank:
             e = blank[0]

@@ -37,20 +37,25 @@
 #define ZNN_FFT_ZGEMM_DECLARE(REAL, SFX)                                                      \
 /* wyx = Wyx of the kernels w (ni, no, k) dilated by d for FFT size n: complex              \
  * (Y*Xh, k[0]*ni, no), or (Xh, k[1]*ni, no) when n[0] == 1.  Per chunk of kernel rows: an   \
- * x-stage GEMM over the kx taps, then a y-stage GEMM over the ky taps per fx. */            \
+ * x-stage GEMM over the kx taps, then a y-stage GEMM over the ky taps per fx.              \
+ * compact = 1: the x stage only, (ky*Xh, k[0]*ni, no) (ky/Y of the size; (Xh, k[1]*ni, no)  \
+ * when n[0] == 1); the MACs then apply the y stage per column block in cache. */           \
 int znn_fft_zspectra_yx##SFX(const REAL *w, int64_t ni, int64_t no, const int64_t k[3],     \
-                             const int64_t d[3], const int64_t n[3], REAL *wyx, int nthreads);\
+                             const int64_t d[3], const int64_t n[3], REAL *wyx, int compact,\
+                             int nthreads);                                                  \
 /* yf[j] (+)= sum_i xf[i] * Wf[i, j].  xf: (ni, S), wyx from zspectra_yx(k, d, n), yf:      \
  * (no, S).  Per column: Y_c (Z x no) = A_c (Z x kz*ni) @ Wyx[c] with                       \
  * A_c[fz][a*ni + i] = xf[i, fz, c] tz(fz, a) (for kz == 1 one batched GEMM per block). */   \
 int znn_fft_zmac_forward##SFX(const REAL *xf, const REAL *wyx, REAL *yf, int64_t ni,        \
                               int64_t no, const int64_t k[3], const int64_t d[3],           \
-                              const int64_t n[3], int accumulate, int nthreads);            \
+                              const int64_t n[3], int compact, int accumulate,              \
+                              int nthreads);                                                \
 /* dxf[i] (+)= sum_j gf[j] * conj(Wf[i, j]).  gf: (no, S), dxf: (ni, S).  Per column:       \
  * D_c = G_c (Z x no) @ Wyx[c]^H, then dxf[i, fz, c] = sum_a conj(tz(fz, a)) D_c[fz][a*ni+i]. */\
 int znn_fft_zmac_backward##SFX(const REAL *gf, const REAL *wyx, REAL *dxf, int64_t ni,      \
                                int64_t no, const int64_t k[3], const int64_t d[3],          \
-                               const int64_t n[3], int accumulate, int nthreads);           \
+                               const int64_t n[3], int compact, int accumulate,             \
+                               int nthreads);                                               \
 /* dw[i, j] = IFFT(gf[j] * conj(xf[i]))[w*d] / N at the K taps w (as znn_fft_weight_grad).  \
  * xf: (ni, S), gf: (no, S), dw: (ni, no, k) real.  Per column a GEMM                        \
  * T_c = X_c^H (ni x Z) @ Gt_c (Z x kz*no) with the z taps' twiddles in Gt_c, then per fx a \
