@@ -87,6 +87,7 @@ CASES = [
     (2, 2, (34, 5, 6), (3, 1, 1), (16, 1, 1)),        # no gap columns, dilation 16 on z
     (1, 1, (7, 8, 9), (7, 8, 9), (1, 1, 1)),          # kernel = input, output 1x1x1
     (5, 1, (4, 12, 13), (2, 3, 2), (2, 2, 3)),
+    (12, 3, (3, 11, 10), (2, 3, 3), (1, 2, 1)),       # > 8 input maps: per-tap weight GEMMs
 ]
 
 
