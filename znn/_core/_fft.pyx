@@ -57,7 +57,8 @@ cdef extern from "fft_kernels.h" nogil:
                               const int64_t *n, const int64_t *k, const int64_t *d, double *dw,
                               int nthreads)
 
-#: False when built with ZNN_DONT_CACHE_FFTS=1: the engine then uses the *_streamed MACs.
+#: False when built with ZNN_DONT_CACHE_FFTS=1: the engine then recomputes its kernel
+#: spectra (kernel_spectra_yx) at every use instead of keeping them between passes.
 CACHE_FFTS = not ZNN_DONT_CACHE_FFTS
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)

@@ -136,8 +136,12 @@ class PlanResult:
 
     report: dict
     entry: plan_store.PlanEntry
-    path: object
     timed: bool
+
+    @property
+    def path(self):
+        """The plan file (None when it could not be saved)."""
+        return self.entry.path
 
     def counts(self, net):
         modes = [e.mode for e in net.conv_edges()]
@@ -171,7 +175,7 @@ def plan_network(net, znn_path, *, training, budget=None, repeats=2, force=False
         plan_store.save_plan(znn_path, entry, log)
         timed = True
     report = choose_modes(net, entry.layers, training=training, budget=budget)
-    result = PlanResult(report, entry, entry.path, timed)
+    result = PlanResult(report, entry, timed)
     n_fft, n_direct = result.counts(net)
     log(f"conv plan: {entry.path or 'not saved'} ({n_fft} fft, {n_direct} direct)")
     demoted = [k for k, v in report.items() if "budget" in v["note"]]

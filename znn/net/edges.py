@@ -186,7 +186,7 @@ class Conv(Edge):
         self.file_fft = bool(spec.fft)  # the `fft` flag of the .znn file, or of a loaded .h5
         self._wf = None
         self._wf_of = None
-        self._wf_compact = False
+        self._wf_key = None  # (compact, fft_shape) the cached spectra were made for
 
     @property
     def is_fft(self):
@@ -271,25 +271,23 @@ class Conv(Edge):
         return full > COMPACT_ABOVE
 
     def kernel_spectra(self):
-        """z-factored spectra of the dilated, zero-padded filters (transformed along y and x
-        only, one matrix per frequency column; see znn/_core/src/fft_zgemm.h).  Cached while
-        the filters are unchanged, unless built with ZNN_DONT_CACHE_FFTS (then recomputed at
-        every use, ~kz/Z of a full spectrum's work, and never kept)."""
+        """(spectra, compact): the z-factored spectra of the dilated, zero-padded filters
+        (transformed along y and x only, or x only when compact; one matrix per frequency
+        column, see znn/_core/src/fft_zgemm.h).  Cached while the filters and the layout are
+        unchanged, unless built with ZNN_DONT_CACHE_FFTS (then recomputed at every use,
+        ~kz/Z of a full spectrum's work, and never kept)."""
+        compact = self.compact
         if not K.CACHE_FFTS:
             return K.kernel_spectra_yx(self.filters, self.dilation, self.fft_shape,
-                                       nthreads=self.threads, compact=self.compact)
-        if (self._wf is None or self._wf.shape != self._yx_shape()
-                or self._wf_compact != self.compact
+                                       nthreads=self.threads, compact=compact), compact
+        key = (compact, self.fft_shape)
+        if (self._wf is None or self._wf_key != key
                 or not np.array_equal(self._wf_of, self.filters)):
             self._wf = None
-            self._wf_compact = self.compact
             self._wf = K.kernel_spectra_yx(self.filters, self.dilation, self.fft_shape,
-                                           nthreads=self.threads, compact=self._wf_compact)
-            self._wf_of = self.filters.copy()
-        return self._wf
-
-    def _is_compact(self, wf):
-        return self._wf_compact if (K.CACHE_FFTS and wf is self._wf) else self.compact
+                                           nthreads=self.threads, compact=compact)
+            self._wf_of, self._wf_key = self.filters.copy(), key
+        return self._wf, compact
 
     def invalidate_spectra(self):
         """Forget the cached kernel spectra (as a parameter update does)."""
@@ -311,9 +309,9 @@ class Conv(Edge):
         first = yf is None
         if first:
             yf = self._spectra(self.dst.n)
-        wf = self.kernel_spectra()
+        wf, compact = self.kernel_spectra()
         K.zmac_forward(xf, wf, self.ksize, self.dilation, self.fft_shape, yf,
-                       accumulate=not first, nthreads=self.threads, compact=self._is_compact(wf))
+                       accumulate=not first, nthreads=self.threads, compact=compact)
         return yf
 
     def backward_spectral(self, xf, gf, dxf):
@@ -325,9 +323,9 @@ class Conv(Edge):
         first = dxf is None
         if first:
             dxf = self._spectra(self.src.n)
-        wf = self.kernel_spectra()
+        wf, compact = self.kernel_spectra()
         K.zmac_backward(gf, wf, self.ksize, self.dilation, self.fft_shape, dxf,
-                        accumulate=not first, nthreads=self.threads, compact=self._is_compact(wf))
+                        accumulate=not first, nthreads=self.threads, compact=compact)
         return dxf
 
     def release(self):
