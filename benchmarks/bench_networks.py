@@ -243,8 +243,8 @@ def run_child(args):
 
         torch.set_num_threads(threads)
     else:  # as the `znn train` / `znn forward` commands do
-        from znn import kernels
-        kernels.retain_freed_memory()
+        from znn.process import tune_memory
+        tune_memory()
     from common import peak_rss_mb
 
     net_file, kind, size = case_setup(args, args.case)

@@ -31,3 +31,32 @@ def test_freed_memory_stays_mapped_only_when_asked():
         kept[mode] = int(out.split()[-1])
     assert kept["off"] < 16 * 2**20     # glibc returns a freed 64 MiB block to the system
     assert kept["on"] > 48 * 2**20      # retained for the next pass
+
+
+TUNE = r"""
+import numpy as np
+from znn.process import huge_page_advice, tune_memory
+before = huge_page_advice()
+retained, after = tune_memory()
+print(before, retained, after)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc, numpy THP")
+def test_tune_memory_retains_and_turns_huge_page_advice_off():
+    out = subprocess.run([sys.executable, "-c", TUNE], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[1:] == ["True", "False"]
+
+
+def test_cli_commands_tune_memory(monkeypatch):
+    from click.testing import CliRunner
+
+    from znn.cli.main import cli
+    import znn.process
+
+    calls = []
+    monkeypatch.setattr(znn.process, "tune_memory", lambda: calls.append(1))
+    CliRunner().invoke(cli, ["forward", "--help"])
+    CliRunner().invoke(cli, ["--version"])
+    assert calls == [1]

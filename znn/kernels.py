@@ -8,14 +8,18 @@ released on `nthreads` OpenMP threads (0 or less: every core).  See each module 
   mac_forward_streamed, mac_backward_streamed, weight_grad, CACHE_FFTS, fft_backend
 - FFT convolution, z-factored (complex GEMMs per frequency column, partial spectra cache):
   kernel_spectra_yx, zmac_forward, zmac_backward, weight_grad_z, release_zgemm_scratch
+- FFT convolution, blocked (overlap-save blocks sharing one block size's kernel spectra): bmac,
+  blocks_gather, blocks_scatter, blocks_transpose
 - direct convolution (MKL GEMM): conv_forward, conv_backward_data, conv_backward_weight
 - pooling: max_filter_forward/backward, max_pool_forward/backward
 - pointwise: transfer_forward/backward, channel_sum, dropout_forward/backward,
   maxout_forward/backward, FUNCTIONS (transfer-function name -> code)
 """
 from znn._core import _build
+from znn._core._blocks import blocks_gather, blocks_scatter
+from znn._core._blocks import transpose as blocks_transpose
 from znn._core._direct import conv_backward_data, conv_backward_weight, conv_forward
-from znn._core._fft import (CACHE_FFTS, irfft, kernel_spectra, kernel_spectra_yx, mac_backward,
+from znn._core._fft import (CACHE_FFTS, bmac, irfft, kernel_spectra, kernel_spectra_yx, mac_backward,
                             mac_backward_streamed, mac_forward, mac_forward_streamed,
                             release_zgemm_scratch, rfft, weight_grad, weight_grad_z,
                             zmac_backward, zmac_forward)
@@ -31,7 +35,7 @@ default_dtype = _build.default_dtype
 retain_freed_memory = _build.retain_freed_memory
 
 __all__ = [
-    "CACHE_FFTS", "FUNCTIONS", "build_flags", "channel_sum", "conv_backward_data",
+    "CACHE_FFTS", "FUNCTIONS", "blocks_gather", "blocks_scatter", "blocks_transpose", "bmac", "build_flags", "channel_sum", "conv_backward_data",
     "conv_backward_weight", "conv_forward", "default_dtype", "dropout_backward",
     "dropout_forward", "fft_backend", "irfft", "kernel_spectra", "kernel_spectra_yx",
     "mac_backward", "mac_backward_streamed", "mac_forward", "mac_forward_streamed",

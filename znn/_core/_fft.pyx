@@ -459,6 +459,11 @@ cdef extern from "fft_zgemm.h" nogil:
     int znn_fft_zweight_grad_d(const double *xf, const double *gf, int64_t ni, int64_t no,
                                const int64_t *n, const int64_t *k, const int64_t *d, double *dw,
                                int nthreads)
+    int znn_fft_bmac_s(const float *src, const float *wt, float *dst, int64_t ni, int64_t no,
+                       int64_t P, int64_t F, int backward, int accumulate, int nthreads)
+    int znn_fft_bmac_d(const double *src, const double *wt, double *dst, int64_t ni,
+                       int64_t no, int64_t P, int64_t F, int backward, int accumulate,
+                       int nthreads)
     int64_t znn_fft_zgemm_release_scratch()
     int64_t znn_fft_zgemm_scratch_bytes()
 
@@ -628,3 +633,35 @@ def weight_grad_z(xf, gf, fft_shape, ksize, dilation, out=None, int nthreads=0):
                                         <double *>po, nthreads)
     check(st)
     return out
+
+
+def bmac(src, wt, dst=None, bint backward=False, bint accumulate=False, int nthreads=0):
+    """Blocked MAC: P blocks sharing the frequency-major kernel spectra wt (F, n_in, n_out).
+
+    Forward: dst[j, p, f] (+)= sum_i src[i, p, f] * wt[f, i, j], src (n_in, P, F) -> dst
+    (n_out, P, F).  backward=True: dst[i, p, f] (+)= sum_j src[j, p, f] * conj(wt[f, i, j]),
+    src (n_out, P, F) -> dst (n_in, P, F).  One complex GEMM with P rows per frequency.
+    """
+    src = _spectra("src", src, 3, "(maps, blocks, frequencies)")
+    wt = _spectra("wt", wt, 3, "(frequencies, n_in, n_out)", src.dtype)
+    F, ni, no = wt.shape
+    ns, nd = (no, ni) if backward else (ni, no)
+    if src.shape[0] != ns or src.shape[2] != F:
+        raise ValueError(f"src has shape {src.shape}; wt {wt.shape} needs ({ns}, blocks, {F})")
+    P = src.shape[1]
+    dst = _output("dst", dst, (nd, P, F), src.dtype, (src, wt), zero=accumulate)
+    cdef void *ps = _ptr(src)
+    cdef void *pw = _ptr(wt)
+    cdef void *pd = _ptr(dst)
+    cdef int64_t ni_ = ni, no_ = no, P_ = P, F_ = F
+    cdef int st
+    if dst.dtype == _C64:
+        with nogil:
+            st = znn_fft_bmac_s(<float *>ps, <float *>pw, <float *>pd, ni_, no_, P_, F_,
+                                backward, accumulate, nthreads)
+    else:
+        with nogil:
+            st = znn_fft_bmac_d(<double *>ps, <double *>pw, <double *>pd, ni_, no_, P_, F_,
+                                backward, accumulate, nthreads)
+    check(st)
+    return dst

@@ -54,9 +54,10 @@ def cli(ctx, verbose, quiet, debug):
     ctx.ensure_object(dict)
     ctx.obj.update(verbose=-1 if quiet else verbose, debug=debug)
     if ctx.invoked_subcommand in ("train", "forward", "optimize-conv"):
-        # repeated passes reuse mapped pages instead of faulting in fresh ones (~25% per tile)
-        from znn import kernels
-        kernels.retain_freed_memory()
+        # repeated passes reuse mapped pages instead of faulting in fresh ones (~25% per
+        # tile), and pages are not huge-page compacted on first touch (see znn.process)
+        from znn.process import tune_memory
+        tune_memory()
 
 
 def _register():

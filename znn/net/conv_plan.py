@@ -42,14 +42,15 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     saved_mode, saved_grad = e.mode, e.grad.copy()
 
     def fft_pass():
-        if training:
-            e.invalidate_spectra()
+        if not training:
+            e.forward_fft(x)
+            return
+        e.invalidate_spectra()
         xf = e.input_spectrum(x)
         e.output_from_spectrum(e.forward_spectral(xf, None))
-        if training:
-            dxf = e.backward_spectral(xf, e.grad_spectrum(g), None)
-            if e.src.needs_grad:
-                e.input_grad_from_spectrum(dxf)
+        dxf = e.backward_spectral(xf, e.grad_spectrum(g), None)
+        if e.src.needs_grad:
+            e.input_grad_from_spectrum(dxf)
 
     def direct_pass():
         e.forward(x)
@@ -87,7 +88,7 @@ def time_network(net, *, training, repeats=2, budget=None, progress=None):
     for k, e in enumerate(timed_edges(net), 1):
         if progress:
             progress(k, e.name)
-        nbytes = e.spectra_bytes()
+        nbytes = e.spectra_bytes(training)
         fits = budget is None or nbytes <= budget
         t = time_layer(e, training=training, repeats=repeats, fft=fits)
         layers[e.name] = {"fft": t["fft"], "direct": t["direct"], "fft_bytes": nbytes,
@@ -108,7 +109,7 @@ def choose_modes(net, layers, *, training, budget=None):
         choice = "fft" if fft_ok and t["fft"] < t["direct"] else "direct"
         note = "" if fft_ok else "fft over budget (not timed)"
         report[e.name] = {"fft": t.get("fft"), "direct": t["direct"],
-                          "fft_bytes": int(t.get("fft_bytes", e.spectra_bytes())),
+                          "fft_bytes": int(t.get("fft_bytes", e.spectra_bytes(training))),
                           "choice": choice, "note": note}
     net.set_conv_mode({k: v["choice"] for k, v in report.items()})
     if budget is not None:

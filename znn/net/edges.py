@@ -14,6 +14,7 @@ import numpy as np
 
 from znn import kernels as K
 from znn._core._build import cpu_threads
+from znn.net import blocked
 from znn.net.initializers import initialize, tie_blocks
 from znn.net.shapes import fast_fft_shape
 
@@ -187,6 +188,7 @@ class Conv(Edge):
         self._wf = None
         self._wf_of = None
         self._wf_key = None  # (compact, fft_shape) the cached spectra were made for
+        self._bwf = self._bwf_of = None  # the blocked engine's kernel spectra
 
     @property
     def is_fft(self):
@@ -292,11 +294,53 @@ class Conv(Edge):
     def invalidate_spectra(self):
         """Forget the cached kernel spectra (as a parameter update does)."""
         self._wf = self._wf_of = None
+        self._bwf = self._bwf_of = None
 
-    def spectra_bytes(self):
+    # -- FFT, blocked (forward-only passes; znn/net/blocked.py) ---------------------------------
+    @property
+    def block_plan(self):
+        """The overlap-save block plan this edge's forward-only FFT passes use, or None when
+        the whole-map engine is modelled faster (ZNN_FFT_BLOCKED=0/1 forces the choice)."""
+        force = os.environ.get("ZNN_FFT_BLOCKED", "")
+        if force == "0":
+            return None
+        itemsize = np.dtype(self.net.dtype).itemsize
+        plan = blocked.plan_blocks(tuple(self.dst.size), self.ksize, tuple(self.dilation),
+                                   self.src.n, self.dst.n, itemsize)
+        if plan is None or force == "1":
+            return plan
+        whole = blocked.whole_map_seconds(self.fft_shape, tuple(self.dst.size), self.ksize,
+                                          self.src.n, self.dst.n, self.compact)
+        return plan if plan.seconds < whole else None
+
+    def forward_blocked(self, x, plan):
+        """This layer's output of x by the blocked engine (kernel spectra cached as in
+        kernel_spectra, per block size)."""
+        if not K.CACHE_FFTS:
+            return blocked.forward(x, blocked.block_spectra(self.filters, plan, self.threads),
+                                   plan, self.threads)
+        if (self._bwf is None or self._bwf.shape[0] != plan.frequencies
+                or not np.array_equal(self._bwf_of, self.filters)):
+            self._bwf = None
+            self._bwf = blocked.block_spectra(self.filters, plan, self.threads)
+            self._bwf_of = self.filters.copy()
+        return blocked.forward(x, self._bwf, plan, self.threads)
+
+    def forward_fft(self, x):
+        """A forward-only FFT pass of this edge alone on real maps (as in inference)."""
+        plan = self.block_plan
+        if plan is not None:
+            return self.forward_blocked(x, plan)
+        return self.output_from_spectrum(self.forward_spectral(self.input_spectrum(x), None))
+
+    def spectra_bytes(self, training=True):
         """Bytes of the kernel spectra one FFT pass of this edge holds (kept between passes
-        unless built with ZNN_DONT_CACHE_FFTS)."""
+        unless built with ZNN_DONT_CACHE_FFTS); training=False: of a forward-only pass, which
+        may use the blocked engine (its spectra and one batch of blocks)."""
         real = np.dtype(self.net.dtype).itemsize
+        plan = None if training else self.block_plan
+        if plan is not None:
+            return plan.spectra_bytes(real) + plan.batch_bytes(real)
         return int(np.prod(self._yx_shape())) * 2 * real
 
     def _spectra(self, n):

@@ -178,14 +178,15 @@ class Network:
             total, parts, spectra, fft_edges = None, [], {}, {}
             for e in node.in_edges:
                 x = e.src.value
-                if e.is_fft:
+                plan = e.block_plan if e.is_fft and not keep_state else None
+                if e.is_fft and plan is None:
                     key = e.fft_key
                     if key not in spectra:
                         fft_edges[key] = e
                     spectra[key] = e.forward_spectral(e.src.output_spectrum(e),
                                                       spectra.get(key))
                 else:
-                    y = e.forward(x)
+                    y = e.forward(x) if plan is None else e.forward_blocked(x, plan)
                     if node.type == "maxout":
                         parts.append(y)
                     elif total is None:

@@ -32,6 +32,12 @@ def estimate_bytes(net, mode=None, *, training=True, cache_ffts=True):
     ffts = [e for e in convs if (mode or e.mode) == "fft"]
     if len(ffts) < len(convs):
         total += DIRECT_SCRATCH
+    if not training:  # forward-only passes may run layers blocked: own spectra, no buckets
+        blocked = [e for e in ffts if e.block_plan is not None]
+        if blocked:
+            kernels = [e.spectra_bytes(training=False) for e in blocked]
+            total += sum(kernels) if cache_ffts else max(kernels)
+        ffts = [e for e in ffts if e.block_plan is None]
     convs = ffts
     if convs:
         spectra = [e.src.n * _spectrum_elems(e.fft_shape) * cplx

@@ -63,7 +63,14 @@ int znn_fft_zmac_backward##SFX(const REAL *gf, const REAL *wyx, REAL *dxf, int64
  * weights 1 / 2, real part). */                                                             \
 int znn_fft_zweight_grad##SFX(const REAL *xf, const REAL *gf, int64_t ni, int64_t no,       \
                               const int64_t n[3], const int64_t k[3], const int64_t d[3],   \
-                              REAL *dw, int nthreads);
+                              REAL *dw, int nthreads);                                    \
+/* Blocked (overlap-save) convolution: P blocks share the kernel spectra of one block size, \
+ * F frequencies each, kept frequency-major: wt (F, ni, no) complex.  Forward (backward=0): \
+ * dst[j, p, f] (+)= sum_i src[i, p, f] * wt[f, i, j], src (ni, P, F), dst (no, P, F);       \
+ * backward: dst[i, p, f] (+)= sum_j src[j, p, f] * conj(wt[f, i, j]), src (no, P, F),      \
+ * dst (ni, P, F).  One GEMM per frequency with P rows, batched over blocks of frequencies. */\
+int znn_fft_bmac##SFX(const REAL *src, const REAL *wt, REAL *dst, int64_t ni, int64_t no,   \
+                      int64_t P, int64_t F, int backward, int accumulate, int nthreads);
 
 ZNN_FFT_ZGEMM_DECLARE(float, _s)
 ZNN_FFT_ZGEMM_DECLARE(double, _d)
