@@ -465,16 +465,32 @@ def test_fft_modes_with_full_or_compact_kernel_spectra_match_the_reference(monke
         np.testing.assert_allclose(grads[k], v, rtol=1e-9, atol=1e-11)
 
 
-def test_inference_pass_max_filter_skips_the_argmax_with_the_same_values():
-    from znn.net.edges import max_filter_values
+def numpy_max_filter(x, k, d):
+    out = [n - (kk - 1) * dd for n, kk, dd in zip(x.shape[1:], k, d)]
+    y = np.full((x.shape[0], *out), -np.inf)
+    for a in range(k[0]):
+        for b in range(k[1]):
+            for c in range(k[2]):
+                y = np.maximum(y, x[:, a * d[0]:a * d[0] + out[0], b * d[1]:b * d[1] + out[1],
+                                    c * d[2]:c * d[2] + out[2]])
+    return y
 
+
+def test_inference_pass_max_filter_skips_the_argmax_with_the_same_values():
     rng = np.random.default_rng(4)
     for shape, k, d in [((3, 5, 9, 10), (2, 2, 2), (1, 2, 3)), ((2, 1, 20, 21), (1, 3, 2), (1, 4, 1)),
                         ((3, 4, 9, 9), (3, 1, 1), (1, 1, 1)), ((2, 4, 6, 7), (1, 1, 1), (1, 1, 1))]:
         x = rng.standard_normal(shape).astype(np.float32)
         want = znn.kernels.max_filter_forward(x, k, d)[0]
+        np.testing.assert_array_equal(want, numpy_max_filter(x, k, d))
         for threads in (1, 2, 3):
-            np.testing.assert_array_equal(max_filter_values(x, k, d, threads), want)
+            got = znn.kernels.max_filter_values(x, k, d, nthreads=threads)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(
+                znn.kernels.max_filter_values(x.astype(np.float64), k, d, nthreads=threads),
+                want.astype(np.float64))
+    with pytest.raises(ValueError, match="window extent 5 exceeds"):
+        znn.kernels.max_filter_values(np.zeros((1, 4, 4, 4), np.float32), 3, 2)
     net = build("net3d_5.znn", (2, 2, 2), dtype="float64", conv_mode="direct")
     inputs = random_inputs(net, rng)
     kept = net.forward(inputs)["output"]

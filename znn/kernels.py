@@ -11,7 +11,7 @@ released on `nthreads` OpenMP threads (0 or less: every core).  See each module 
 - FFT convolution, blocked (overlap-save blocks sharing one block size's kernel spectra): bmac,
   blocks_gather, blocks_scatter, blocks_transpose
 - direct convolution (MKL GEMM): conv_forward, conv_backward_data, conv_backward_weight
-- pooling: max_filter_forward/backward, max_pool_forward/backward
+- pooling: max_filter_forward/backward, max_filter_values, max_pool_forward/backward
 - pointwise: transfer_forward/backward, channel_sum, dropout_forward/backward,
   maxout_forward/backward, FUNCTIONS (transfer-function name -> code)
 """
@@ -27,8 +27,8 @@ from znn._core._fft import backend as fft_backend
 from znn._core._pointwise import (FUNCTIONS, channel_sum, dropout_backward, dropout_forward,
                                   maxout_backward, maxout_forward, transfer_backward,
                                   transfer_forward)
-from znn._core._pool import (max_filter_backward, max_filter_forward, max_pool_backward,
-                             max_pool_forward)
+from znn._core._pool import (max_filter_backward, max_filter_forward, max_filter_values,
+                             max_pool_backward, max_pool_forward)
 
 build_flags = _build.build_flags
 default_dtype = _build.default_dtype
@@ -39,7 +39,7 @@ __all__ = [
     "conv_backward_weight", "conv_forward", "default_dtype", "dropout_backward",
     "dropout_forward", "fft_backend", "irfft", "kernel_spectra", "kernel_spectra_yx",
     "mac_backward", "mac_backward_streamed", "mac_forward", "mac_forward_streamed",
-    "max_filter_backward", "max_filter_forward", "max_pool_backward", "max_pool_forward",
+    "max_filter_backward", "max_filter_forward", "max_filter_values", "max_pool_backward", "max_pool_forward",
     "maxout_backward", "maxout_forward", "release_zgemm_scratch", "retain_freed_memory", "rfft",
     "transfer_backward",
     "transfer_forward",

@@ -17,6 +17,12 @@ cdef extern from "pool.h" nogil:
     int znn_max_filter_forward_d(const double *x, int64_t C, const int64_t *in_shape,
                                  const int64_t *size, const int64_t *dilation,
                                  double *y, int64_t *argmax, int nthreads)
+    int znn_max_filter_values_s(const float *x, int64_t C, const int64_t *in_shape,
+                                const int64_t *size, const int64_t *dilation, float *y,
+                                int nthreads)
+    int znn_max_filter_values_d(const double *x, int64_t C, const int64_t *in_shape,
+                                const int64_t *size, const int64_t *dilation, double *y,
+                                int nthreads)
     int znn_max_pool_forward_s(const float *x, int64_t C, const int64_t *in_shape,
                                const int64_t *size, float *y, int64_t *argmax, int nthreads)
     int znn_max_pool_forward_d(const double *x, int64_t C, const int64_t *in_shape,
@@ -83,20 +89,15 @@ def _target(arr, shape, dtype, name):
     return arr
 
 
-def _no_alias(x, y, am):
-    if np.may_share_memory(x, y) or np.may_share_memory(x, am):
+def _no_alias(x, y, am=None):
+    if np.may_share_memory(x, y) or (am is not None and np.may_share_memory(x, am)):
         raise ValueError("out/argmax must not share memory with x")
-    if np.may_share_memory(y, am):
+    if am is not None and np.may_share_memory(y, am):
         raise ValueError("out and argmax must not share memory")
 
 
-def max_filter_forward(x, size, dilation=1, out=None, argmax=None, int nthreads=0):
-    """Dense sliding max of each channel of x over a `size` window dilated by `dilation`.
-
-    Output extent per axis is in - (size-1)*dilation.  Returns (y, argmax) where argmax
-    (int64) is the flat index of the chosen voxel in the channel's input volume; among tied
-    maxima the smallest x, then y, then z wins (separable passes with strict >).
-    """
+def _filter_args(x, size, dilation):
+    """(x, output shape, in / size / dilation as 3-vectors) of a max filter."""
     x = _maps(x, "x")
     nd = x.ndim - 1
     k = _vec(size, nd, "size")
@@ -108,14 +109,24 @@ def max_filter_forward(x, size, dilation=1, out=None, argmax=None, int nthreads=
             raise ValueError(f"size/dilation: window extent {span} exceeds x extent "
                              f"{x.shape[1 + a]} along spatial axis {a}")
         oshape.append(x.shape[1 + a] - (k[a] - 1) * d[a])
-    shape = (x.shape[0], *oshape)
+    return x, (x.shape[0], *oshape), _shape3(x.shape[1:]), [1] * (3 - nd) + k, \
+        [1] * (3 - nd) + d
+
+
+def max_filter_forward(x, size, dilation=1, out=None, argmax=None, int nthreads=0):
+    """Dense sliding max of each channel of x over a `size` window dilated by `dilation`.
+
+    Output extent per axis is in - (size-1)*dilation.  Returns (y, argmax) where argmax
+    (int64) is the flat index of the chosen voxel in the channel's input volume; among tied
+    maxima the smallest x, then y, then z wins (separable passes with strict >).
+    """
+    x, shape, i3, k3, d3 = _filter_args(x, size, dilation)
     y = _target(out, shape, x.dtype, "out")
     am = _target(argmax, shape, np.int64, "argmax")
     _no_alias(x, y, am)
     cdef int64_t ins[3]
     cdef int64_t ks[3]
     cdef int64_t ds[3]
-    i3, k3, d3 = _shape3(x.shape[1:]), [1] * (3 - nd) + k, [1] * (3 - nd) + d
     for a in range(3):
         ins[a] = i3[a]
         ks[a] = k3[a]
@@ -134,6 +145,33 @@ def max_filter_forward(x, size, dilation=1, out=None, argmax=None, int nthreads=
                                           nthreads)
     check(st)
     return y, am
+
+
+def max_filter_values(x, size, dilation=1, out=None, int nthreads=0):
+    """The values of max_filter_forward without the arg-max (forward-only passes): half the
+    memory traffic and no int64 volume."""
+    x, shape, i3, k3, d3 = _filter_args(x, size, dilation)
+    y = _target(out, shape, x.dtype, "out")
+    _no_alias(x, y)
+    cdef int64_t ins[3]
+    cdef int64_t ks[3]
+    cdef int64_t ds[3]
+    for a in range(3):
+        ins[a] = i3[a]
+        ks[a] = k3[a]
+        ds[a] = d3[a]
+    cdef int64_t C = x.shape[0]
+    cdef void *px = _ptr(x)
+    cdef void *py = _ptr(y)
+    cdef int st
+    cdef bint single = x.dtype == np.float32
+    with nogil:
+        if single:
+            st = znn_max_filter_values_s(<float *>px, C, ins, ks, ds, <float *>py, nthreads)
+        else:
+            st = znn_max_filter_values_d(<double *>px, C, ins, ks, ds, <double *>py, nthreads)
+    check(st)
+    return y
 
 
 def max_pool_forward(x, size, out=None, argmax=None, int nthreads=0):

@@ -102,47 +102,43 @@ class BlockPlan:
         return self.batch * n * (int(np.prod(self.fft)) + 2 * self.frequencies) * itemsize
 
 
-def _seconds(out_size, k, d, L, n_in, n_out):
-    nblocks = 1
-    for o, kk, dd, ll in zip(out_size, k, d, L):
-        v = ll - kk + 1
-        nblocks *= sum(-(-len(range(s, o, dd)) // v) for s in range(min(dd, o)))
-    F = L[0] * L[1] * (L[2] // 2 + 1)
-    N = L[0] * L[1] * L[2]
-    per_block = (8.0 * n_in * n_out * F / GEMM_RATE
-                 + (n_in + n_out) * N * (BLOCK_FFT_POINT + COPY_POINT) + BLOCK_CALL)
-    return nblocks * per_block, nblocks
+def _axis_block_counts(o, k, d, lengths):
+    """Number of blocks along one axis for each block length."""
+    runs = [len(range(s, o, d)) for s in range(min(d, o))]
+    return np.array([sum(-(-n // (L - k + 1)) for n in runs) for L in lengths], np.float64)
 
 
 @lru_cache(maxsize=256)
 def plan_blocks(out_size, ksize, dilation, n_in, n_out, itemsize, spectra_cap=SPECTRA_CAP):
-    """The cheapest BlockPlan for a layer, or None when no block size fits the caps."""
-    choices = []
+    """The cheapest BlockPlan for a layer, or None when no block size fits the caps.
+
+    Every combination of 7-smooth block lengths (up to MAX_BLOCK per axis) is costed at once:
+    per block a GEMM over the F frequencies and the block transforms, gather and scatter."""
+    lengths, counts = [], []
     for o, k, d in zip(out_size, ksize, dilation):
         need = -(-o // d) + k - 1  # input of the longest residue class
         if need == 1:
-            choices.append([1])
-            continue
-        hi = min(MAX_BLOCK, fast_fft_length(need))
-        choices.append(_smooth_lengths(k if k > 1 else 2, hi) or [fast_fft_length(need)])
-    best = None
-    for Lz in choices[0]:
-        for Ly in choices[1]:
-            for Lx in choices[2]:
-                L = (Lz, Ly, Lx)
-                F = Lz * Ly * (Lx // 2 + 1)
-                if F * n_in * n_out * 2 * itemsize > spectra_cap:
-                    continue
-                cost, nblocks = _seconds(out_size, ksize, dilation, L, n_in, n_out)
-                if best is None or cost < best[0]:
-                    best = (cost, L, nblocks, F)
-    if best is None:
+            ls = [1]
+        else:
+            hi = min(MAX_BLOCK, fast_fft_length(need))
+            ls = _smooth_lengths(k if k > 1 else 2, hi) or [fast_fft_length(need)]
+        lengths.append(np.array(ls, np.float64))
+        counts.append(_axis_block_counts(o, k, d, ls))
+    Lz, Ly, Lx = np.meshgrid(*lengths, indexing="ij")
+    nblocks = counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :]
+    F = Lz * Ly * (np.floor(Lx / 2) + 1)
+    N = Lz * Ly * Lx
+    seconds = nblocks * (8.0 * n_in * n_out * F / GEMM_RATE
+                         + (n_in + n_out) * N * (BLOCK_FFT_POINT + COPY_POINT) + BLOCK_CALL)
+    seconds[F * n_in * n_out * 2 * itemsize > spectra_cap] = np.inf
+    at = np.unravel_index(int(np.argmin(seconds)), seconds.shape)
+    if not np.isfinite(seconds[at]):
         return None
-    cost, L, nblocks, F = best
-    per_block = (n_in + n_out) * 2 * F * itemsize
-    batch = int(max(1, min(nblocks, BATCH_BYTES // per_block)))
+    L = tuple(int(lengths[a][at[a]]) for a in range(3))
+    per_block = (n_in + n_out) * 2 * int(F[at]) * itemsize
+    batch = int(max(1, min(nblocks[at], BATCH_BYTES // per_block)))
     return BlockPlan(L, tuple(ksize), tuple(dilation), tuple(out_size), n_in, n_out, batch,
-                     cost)
+                     float(seconds[at]))
 
 
 def whole_map_seconds(fft_shape, out_size, ksize, n_in, n_out, compact):

@@ -8,12 +8,10 @@ needs no gradient), storing parameter gradients on the edge.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from znn import kernels as K
-from znn._core._build import cpu_threads
 from znn.net import blocked
 from znn.net.initializers import initialize, tie_blocks
 from znn.net.shapes import fast_fft_shape
@@ -85,53 +83,13 @@ class Dropout(Edge):
         self._mask = None
 
 
-def max_filter_values(x, size, dilation, threads=1):
-    """The dense sliding max of max_filter_forward without the argmax (the same values):
-    separable, one axis at a time, channels split over `threads` (numpy releases the GIL).
-    Inference only; it saves the int64 argmax volume (twice the maps' memory), which is most
-    of the memory a 3D network's max filters touch in a single pass."""
-    out_shape = (x.shape[0],) + tuple(n - (k - 1) * d
-                                      for n, k, d in zip(x.shape[1:], size, dilation))
-    y = np.empty(out_shape, x.dtype)
-
-    axes = [a for a, k in enumerate(size, start=1) if k > 1]
-
-    def channels(c0, c1):
-        v = x[c0:c1]
-        for axis in axes:
-            k, d = size[axis - 1], dilation[axis - 1]
-            n = v.shape[axis] - (k - 1) * d
-            at = (slice(None),) * axis
-            if axis == axes[-1]:  # the last pass writes the result in place
-                r = y[c0:c1]
-                np.maximum(v[at + (slice(0, n),)], v[at + (slice(d, d + n),)], out=r)
-                first = 2
-            else:
-                r = np.array(v[at + (slice(0, n),)])
-                first = 1
-            for t in range(first, k):
-                np.maximum(r, v[at + (slice(t * d, t * d + n),)], out=r)
-            v = r
-        if not axes:
-            y[c0:c1] = v
-
-    cuts = np.linspace(0, x.shape[0], min(threads, x.shape[0]) + 1).astype(int)
-    if len(cuts) <= 2:
-        channels(0, x.shape[0])
-    else:
-        with ThreadPoolExecutor(len(cuts) - 1) as pool:
-            list(pool.map(channels, cuts[:-1], cuts[1:]))
-    return y
-
-
 class MaxFilter(Edge):
     """Dense sliding max over `size` taps spaced by the input sparsity."""
 
     def forward(self, x):
         self._argmax = None
         if not self.net.keeping_state:  # inference: no backward, so no argmax to store
-            return max_filter_values(x, self.spec.size, self.dilation,
-                                     threads=cpu_threads(self.threads))
+            return K.max_filter_values(x, self.spec.size, self.dilation, nthreads=self.threads)
         y, self._argmax = K.max_filter_forward(x, self.spec.size, self.dilation,
                                                nthreads=self.threads)
         return y

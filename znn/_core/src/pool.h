@@ -40,6 +40,14 @@ int znn_max_filter_forward_d(const double *x, int64_t C, const int64_t in_shape[
                              const int64_t size[3], const int64_t dilation[3],
                              double *y, int64_t *argmax, int nthreads);
 
+/* The max filter's values only (no arg-max; the same values): for forward-only passes. */
+int znn_max_filter_values_s(const float *x, int64_t C, const int64_t in_shape[3],
+                            const int64_t size[3], const int64_t dilation[3], float *y,
+                            int nthreads);
+int znn_max_filter_values_d(const double *x, int64_t C, const int64_t in_shape[3],
+                            const int64_t size[3], const int64_t dilation[3], double *y,
+                            int nthreads);
+
 int znn_max_pool_forward_s(const float *x, int64_t C, const int64_t in_shape[3],
                            const int64_t size[3], float *y, int64_t *argmax, int nthreads);
 int znn_max_pool_forward_d(const double *x, int64_t C, const int64_t in_shape[3],
