@@ -91,6 +91,18 @@ def test_network_form_both_modes_float64(tmp_path, calls):
     plans = json.loads((tmp_path / "tiny3d.znn.plan").read_text())["plans"]
     assert sorted((p["mode"], p["dtype"]) for p in plans) == [("forward", "float64"),
                                                                ("train", "float64")]
+    # forward plans record which FFT engine (whole map or blocked) was faster per layer
+    forward = next(p for p in plans if p["mode"] == "forward")
+    engines = {k: v.get("fft_engine") for k, v in forward["layers"].items()}
+    assert set(engines.values()) <= {"whole", "blocked"} and None not in engines.values()
+    train = next(p for p in plans if p["mode"] == "train")
+    assert all("fft_engine" not in v for v in train["layers"].values())
+    res = invoke("optimize-conv", path, "--outsz", "2,4,4", "--dtype", "float64", "--mode",
+                 "forward")
+    rows = {r[0]: r for r in table_rows(res.output)[1]}
+    for name, engine in engines.items():
+        if rows[name][7] == "fft":
+            assert rows[name][8] == f"({engine})"
 
 
 def run_cfg(tmp_path, extra=""):

@@ -377,3 +377,53 @@ def test_unsavable_plan_is_used_for_the_run_only(tmp_path, timer, monkeypatch):
     assert any("it is used for this run only" in l for l in lines)
     assert lines[-1] == "conv plan: not saved (2 fft, 1 direct)"
     assert plan(build(path), path, []).timed
+
+
+# -- forward-only FFT engines (whole map or blocked) -------------------------------------------
+@pytest.mark.parametrize("whole,blocked,want", [(0.3, 0.2, "blocked"), (0.2, 0.3, "whole")])
+def test_forward_timing_tries_both_fft_engines_and_keeps_the_faster(monkeypatch, whole, blocked,
+                                                                    want):
+    net = build(NETWORKS / "tiny3d.znn", (2, 4, 4), conv_mode="direct")
+    e = net.edges["conv2"]
+    assert e.blocked_possible
+    seen = []
+
+    def fake_best_time(fn, repeats):
+        seen.append((e.mode, e.fft_engine))
+        fn()  # the pass really runs with this engine
+        return {"whole": whole, "blocked": blocked}.get(e.fft_engine, 0.25) \
+            if e.mode == "fft" else 0.25
+    monkeypatch.setattr(conv_plan, "best_time", fake_best_time)
+    t = conv_plan.time_layer(e, training=False)
+    assert seen == [("fft", "whole"), ("fft", "blocked"), ("direct", None)]
+    assert t["fft"] == min(whole, blocked) and t["fft_engine"] == want
+    assert e.fft_engine is None and e.mode == "direct" and e._bwf is None
+    seen.clear()
+    t = conv_plan.time_layer(e, training=True)  # training has one FFT engine
+    assert seen == [("fft", None), ("direct", None)] and "fft_engine" not in t
+
+
+@pytest.mark.parametrize("engine", ["whole", "blocked"])
+def test_saved_engine_is_applied(engine):
+    net = build(NETWORKS / "tiny3d.znn", (2, 4, 4))
+    layers = {e.name: {"fft": 0.1, "direct": 0.5, "fft_bytes": 10, "fft_engine": engine}
+              for e in conv_plan.timed_edges(net)}
+    report = conv_plan.choose_modes(net, layers, training=False)
+    for e in conv_plan.timed_edges(net):
+        assert e.fft_engine == engine == report[e.name]["fft_engine"]
+        assert (e.block_plan is not None) == (engine == "blocked")
+    rng = np.random.default_rng(0)
+    x = {n: rng.standard_normal(net.nodes[n].shape) for n in net.inputs}
+    got = net.forward(x, keep_state=False)
+    net.set_conv_mode("direct")
+    want = net.forward(x, keep_state=False)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5)
+
+
+def test_a_plan_with_an_unknown_engine_is_rejected():
+    entry = {"mode": "forward", "output_size": [1, 2, 3], "dtype": "float32", "threads": 1,
+             "layers": {"conv1": {"fft": 0.1, "direct": 0.2, "fft_engine": "gpu"}}}
+    entry.update({k: "x" for k in plan_store._REQUIRED if k not in entry})
+    with pytest.raises(ValueError, match="fft_engine for layer 'conv1'"):
+        plan_store.PlanEntry.from_json(entry)

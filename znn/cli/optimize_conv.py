@@ -44,7 +44,10 @@ def _table(net, report):
         if r is None:  # 1x1x1
             rows.append(base + ["-", "-", "direct", "-", "1x1x1: always direct"])
         else:
-            rows.append(base + [_ms(r["fft"]), _ms(r["direct"]), r["choice"],
+            choice = r["choice"]
+            if choice == "fft" and r.get("fft_engine"):
+                choice += f" ({r['fft_engine']})"
+            rows.append(base + [_ms(r["fft"]), _ms(r["direct"]), choice,
                                 human(r["fft_bytes"]), _speedup(r)])
     widths = [max(len(str(row[i])) for row in [head] + rows) for i in range(len(head))]
     right = {5, 6, 8}

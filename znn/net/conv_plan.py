@@ -57,17 +57,29 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
         if training:
             e.backward(g)
 
+    saved_engine = e.fft_engine
     try:
         times = {"fft": None, "direct": None}
         if fft:
             e.mode = "fft"
-            times["fft"] = best_time(fft_pass, repeats)
+            # forward-only passes have two FFT engines: time both, keep the faster
+            engines = [None] if training else ["whole"] + (["blocked"] if e.blocked_possible
+                                                            else [])
+            for engine in engines:
+                e.fft_engine = engine
+                t = best_time(fft_pass, repeats)
+                e.invalidate_spectra()
+                if times["fft"] is None or t < times["fft"]:
+                    times["fft"] = t
+                    if engine is not None:
+                        times["fft_engine"] = engine
+            e.fft_engine = saved_engine
         e.mode = "direct"
         times["direct"] = best_time(direct_pass, repeats)
         return times
     finally:
         e.grad[...] = saved_grad  # in place: optimizers hold this array
-        e.mode = saved_mode
+        e.mode, e.fft_engine = saved_mode, saved_engine
         e.release()
         e.invalidate_spectra()  # timing must not leave every layer's spectra in memory
 
@@ -93,6 +105,8 @@ def time_network(net, *, training, repeats=2, budget=None, progress=None):
         t = time_layer(e, training=training, repeats=repeats, fft=fits)
         layers[e.name] = {"fft": t["fft"], "direct": t["direct"], "fft_bytes": nbytes,
                           "fft_shape": list(e.fft_shape)}
+        if "fft_engine" in t:
+            layers[e.name]["fft_engine"] = t["fft_engine"]
     return layers
 
 
@@ -108,9 +122,10 @@ def choose_modes(net, layers, *, training, budget=None):
         fft_ok = t.get("fft") is not None
         choice = "fft" if fft_ok and t["fft"] < t["direct"] else "direct"
         note = "" if fft_ok else "fft over budget (not timed)"
+        e.fft_engine = t.get("fft_engine")  # the forward-only FFT engine that was faster
         report[e.name] = {"fft": t.get("fft"), "direct": t["direct"],
                           "fft_bytes": int(t.get("fft_bytes", e.spectra_bytes(training))),
-                          "choice": choice, "note": note}
+                          "choice": choice, "note": note, "fft_engine": e.fft_engine}
     net.set_conv_mode({k: v["choice"] for k, v in report.items()})
     if budget is not None:
         fft_edges = sorted((e for e in timed_edges(net) if e.mode == "fft"),

@@ -147,6 +147,7 @@ class Conv(Edge):
         self._wf_of = None
         self._wf_key = None  # (compact, fft_shape) the cached spectra were made for
         self._bwf = self._bwf_of = None  # the blocked engine's kernel spectra
+        self.fft_engine = None  # forward-only FFT engine: 'blocked', 'whole' or None (model)
 
     @property
     def is_fft(self):
@@ -257,19 +258,30 @@ class Conv(Edge):
     # -- FFT, blocked (forward-only passes; znn/net/blocked.py) ---------------------------------
     @property
     def block_plan(self):
-        """The overlap-save block plan this edge's forward-only FFT passes use, or None when
-        the whole-map engine is modelled faster (ZNN_FFT_BLOCKED=0/1 forces the choice)."""
+        """The overlap-save block plan this edge's forward-only FFT passes use, or None for
+        the whole-map engine: as `fft_engine` says (set from a timed conv plan), else as the
+        cost model rates them.  ZNN_FFT_BLOCKED=0/1 forces the choice."""
         force = os.environ.get("ZNN_FFT_BLOCKED", "")
-        if force == "0":
+        if force == "0" or (force != "1" and self.fft_engine == "whole"):
             return None
-        itemsize = np.dtype(self.net.dtype).itemsize
-        plan = blocked.plan_blocks(tuple(self.dst.size), self.ksize, tuple(self.dilation),
-                                   self.src.n, self.dst.n, itemsize)
+        if self.fft_engine == "blocked":
+            force = "1"
+        plan = self._cheapest_blocks()
         if plan is None or force == "1":
             return plan
         whole = blocked.whole_map_seconds(self.fft_shape, tuple(self.dst.size), self.ksize,
                                           self.src.n, self.dst.n, self.compact)
         return plan if plan.seconds < whole else None
+
+    def _cheapest_blocks(self):
+        return blocked.plan_blocks(tuple(self.dst.size), self.ksize, tuple(self.dilation),
+                                   self.src.n, self.dst.n, np.dtype(self.net.dtype).itemsize)
+
+    @property
+    def blocked_possible(self):
+        """Whether forward-only passes can run blocked (a block size fits the caps)."""
+        return (os.environ.get("ZNN_FFT_BLOCKED", "") != "0"
+                and self._cheapest_blocks() is not None)
 
     def forward_blocked(self, x, plan):
         """This layer's output of x by the blocked engine (kernel spectra cached as in

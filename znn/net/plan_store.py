@@ -77,6 +77,8 @@ class PlanEntry:
             if not (isinstance(t, dict) and isinstance(t.get("direct"), (int, float))
                     and (t.get("fft") is None or isinstance(t["fft"], (int, float)))):
                 raise ValueError(f"bad times for layer '{name}'")
+            if t.get("fft_engine") not in (None, "blocked", "whole"):
+                raise ValueError(f"bad fft_engine for layer '{name}'")
         if entry.mode not in ("train", "forward") or len(entry.output_size) != 3:
             raise ValueError("bad mode or output_size")
         return entry
