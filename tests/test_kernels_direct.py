@@ -88,6 +88,8 @@ CASES = [
     (1, 1, (7, 8, 9), (7, 8, 9), (1, 1, 1)),          # kernel = input, output 1x1x1
     (5, 1, (4, 12, 13), (2, 3, 2), (2, 2, 3)),
     (12, 3, (3, 11, 10), (2, 3, 3), (1, 2, 1)),       # > 8 input maps: per-tap weight GEMMs
+    (1, 6, (1, 17, 20), (1, 4, 4), (1, 2, 2)),        # few inputs, more outputs: panel forward
+    (2, 5, (9, 10, 11), (3, 3, 3), (1, 2, 1)),        # the same in 3D
 ]
 
 
@@ -111,7 +113,7 @@ def test_against_reference(case, dtype):
 
 
 @pytest.mark.parametrize("chunk", ["1", "7", "64"])
-@pytest.mark.parametrize("case", [CASES[3], CASES[5], CASES[8]], ids=case_id)
+@pytest.mark.parametrize("case", [CASES[3], CASES[5], CASES[8], CASES[13]], ids=case_id)
 def test_small_chunks(case, chunk, monkeypatch):
     """Many column chunks and every tap grouping of the GEMM path (a no-op for the loops)."""
     monkeypatch.setenv("ZNN_DIRECT_CHUNK", chunk)
@@ -130,7 +132,7 @@ def test_small_chunks(case, chunk, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case", [CASES[0], CASES[5], CASES[7]], ids=case_id)
+@pytest.mark.parametrize("case", [CASES[0], CASES[5], CASES[7], CASES[12]], ids=case_id)
 def test_accumulate_and_out(case, dtype):
     n_in, n_out, ins, k, d = case
     rng = np.random.default_rng(3)
