@@ -1,9 +1,9 @@
 """Blocked (overlap-save) FFT convolution: its kernels, block plans and the network engine."""
 import numpy as np
 import pytest
-
 import reference_numpy as ref
 from test_network import build, random_inputs, reference_outputs, set_params
+
 from znn import kernels as K
 from znn.errors import KernelError
 from znn.net import blocked as B
@@ -68,10 +68,17 @@ def test_scatter_outside_the_maps_is_an_error():
         K.blocks_scatter(blk, [[0, 0, 0]], [[1, 1]], (1, 1, 1), y)
 
 
-@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-def test_transpose(dtype):
-    a = (np.arange(37 * 70) + 1j * np.arange(37 * 70)[::-1]).astype(dtype).reshape(37, 70)
-    np.testing.assert_array_equal(K.blocks_transpose(a, nthreads=2), a.T)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k,d,n", [((3, 2, 4), (1, 2, 1), (7, 9, 12)),
+                                   ((1, 3, 3), (1, 2, 1), (1, 10, 9)),
+                                   ((2, 1, 1), (3, 1, 1), (8, 1, 1)),
+                                   ((1, 1, 1), (1, 1, 1), (1, 1, 4))])
+def test_frequency_major_spectra_are_the_kernel_spectra_transposed(dtype, k, d, n):
+    w = np.random.default_rng(8).standard_normal((2, 3) + k).astype(dtype)
+    want = K.kernel_spectra(w, d, n).reshape(6, -1).T.reshape(-1, 2, 3)
+    got = K.kernel_spectra_fm(w, d, n, nthreads=2)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
@@ -197,7 +204,7 @@ def test_cached_block_spectra_follow_the_filters(monkeypatch):
 
 def test_forward_only_fft_memory_counts_the_blocked_engine(monkeypatch):
     net = build("tiny3d.znn", (3, 4, 5), conv_mode="fft")
-    e = [e for e in net.conv_edges() if e.ksize != (1, 1, 1)][0]
+    e = next(e for e in net.conv_edges() if e.ksize != (1, 1, 1))
     monkeypatch.setenv("ZNN_FFT_BLOCKED", "1")
     plan = e.block_plan
     assert e.spectra_bytes(training=False) == plan.spectra_bytes(4) + plan.batch_bytes(4)

@@ -52,8 +52,8 @@ def test_tune_memory_retains_and_turns_huge_page_advice_off():
 def test_cli_commands_tune_memory(monkeypatch):
     from click.testing import CliRunner
 
-    from znn.cli.main import cli
     import znn.process
+    from znn.cli.main import cli
 
     calls = []
     monkeypatch.setattr(znn.process, "tune_memory", lambda: calls.append(1))

@@ -9,7 +9,7 @@ released on `nthreads` OpenMP threads (0 or less: every core).  See each module 
 - FFT convolution, z-factored (complex GEMMs per frequency column, partial spectra cache):
   kernel_spectra_yx, zmac_forward, zmac_backward, weight_grad_z, release_zgemm_scratch
 - FFT convolution, blocked (overlap-save blocks sharing one block size's kernel spectra): bmac,
-  blocks_gather, blocks_scatter, blocks_transpose
+  kernel_spectra_fm, blocks_gather, blocks_scatter
 - direct convolution (MKL GEMM): conv_forward, conv_backward_data, conv_backward_weight
 - pooling: max_filter_forward/backward, max_filter_values, max_pool_forward/backward
 - pointwise: transfer_forward/backward, channel_sum, dropout_forward/backward,
@@ -17,12 +17,11 @@ released on `nthreads` OpenMP threads (0 or less: every core).  See each module 
 """
 from znn._core import _build
 from znn._core._blocks import blocks_gather, blocks_scatter
-from znn._core._blocks import transpose as blocks_transpose
 from znn._core._direct import conv_backward_data, conv_backward_weight, conv_forward
-from znn._core._fft import (CACHE_FFTS, bmac, irfft, kernel_spectra, kernel_spectra_yx, mac_backward,
-                            mac_backward_streamed, mac_forward, mac_forward_streamed,
-                            release_zgemm_scratch, rfft, weight_grad, weight_grad_z,
-                            zmac_backward, zmac_forward)
+from znn._core._fft import (CACHE_FFTS, bmac, irfft, kernel_spectra, kernel_spectra_fm,
+                            kernel_spectra_yx, mac_backward, mac_backward_streamed, mac_forward,
+                            mac_forward_streamed, release_zgemm_scratch, rfft, weight_grad,
+                            weight_grad_z, zmac_backward, zmac_forward)
 from znn._core._fft import backend as fft_backend
 from znn._core._pointwise import (FUNCTIONS, channel_sum, dropout_backward, dropout_forward,
                                   maxout_backward, maxout_forward, transfer_backward,
@@ -35,13 +34,12 @@ default_dtype = _build.default_dtype
 retain_freed_memory = _build.retain_freed_memory
 
 __all__ = [
-    "CACHE_FFTS", "FUNCTIONS", "blocks_gather", "blocks_scatter", "blocks_transpose", "bmac", "build_flags", "channel_sum", "conv_backward_data",
-    "conv_backward_weight", "conv_forward", "default_dtype", "dropout_backward",
-    "dropout_forward", "fft_backend", "irfft", "kernel_spectra", "kernel_spectra_yx",
-    "mac_backward", "mac_backward_streamed", "mac_forward", "mac_forward_streamed",
-    "max_filter_backward", "max_filter_forward", "max_filter_values", "max_pool_backward", "max_pool_forward",
-    "maxout_backward", "maxout_forward", "release_zgemm_scratch", "retain_freed_memory", "rfft",
-    "transfer_backward",
-    "transfer_forward",
-    "weight_grad", "weight_grad_z", "zmac_backward", "zmac_forward",
+    "CACHE_FFTS", "FUNCTIONS", "blocks_gather", "blocks_scatter", "bmac", "build_flags",
+    "channel_sum", "conv_backward_data", "conv_backward_weight", "conv_forward", "default_dtype",
+    "dropout_backward", "dropout_forward", "fft_backend", "irfft", "kernel_spectra",
+    "kernel_spectra_fm", "kernel_spectra_yx", "mac_backward", "mac_backward_streamed",
+    "mac_forward", "mac_forward_streamed", "max_filter_backward", "max_filter_forward",
+    "max_filter_values", "max_pool_backward", "max_pool_forward", "maxout_backward",
+    "maxout_forward", "release_zgemm_scratch", "retain_freed_memory", "rfft", "transfer_backward",
+    "transfer_forward", "weight_grad", "weight_grad_z", "zmac_backward", "zmac_forward",
 ]

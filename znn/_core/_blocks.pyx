@@ -16,8 +16,6 @@ cdef extern from "blocks.h" nogil:
     int znn_blocks_scatter(const void *blk, size_t es, int64_t C, int64_t P, const int64_t *V,
                            const int64_t *origins, const int64_t *counts, const int64_t *d,
                            void *y, const int64_t *shape, int nthreads)
-    int znn_blocks_transpose(const void *src, size_t es, int64_t rows, int64_t cols, void *dst,
-                             int nthreads)
 
 _REALS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -97,20 +95,3 @@ def blocks_scatter(blk, origins, counts, step, y, int nthreads=0):
     check(st)
     return y
 
-
-def transpose(a, int nthreads=0):
-    """The transpose of a complex matrix a (rows, cols) as a new C-contiguous array."""
-    if (not isinstance(a, np.ndarray) or a.ndim != 2
-            or a.dtype not in (np.dtype(np.complex64), np.dtype(np.complex128))):
-        raise TypeError("a must be a 2D complex64/complex128 array")
-    a = np.ascontiguousarray(a)
-    out = np.empty((a.shape[1], a.shape[0]), a.dtype)
-    cdef const void *pa = cnp.PyArray_DATA(a)
-    cdef void *po = cnp.PyArray_DATA(out)
-    cdef int64_t rows = a.shape[0], cols = a.shape[1]
-    cdef size_t es = a.dtype.itemsize
-    cdef int st
-    with nogil:
-        st = znn_blocks_transpose(pa, es, rows, cols, po, nthreads)
-    check(st)
-    return out

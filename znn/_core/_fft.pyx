@@ -459,6 +459,10 @@ cdef extern from "fft_zgemm.h" nogil:
     int znn_fft_zweight_grad_d(const double *xf, const double *gf, int64_t ni, int64_t no,
                                const int64_t *n, const int64_t *k, const int64_t *d, double *dw,
                                int nthreads)
+    int znn_fft_zspectra_full_s(const float *w, int64_t ni, int64_t no, const int64_t *k,
+                                const int64_t *d, const int64_t *n, float *wf, int nthreads)
+    int znn_fft_zspectra_full_d(const double *w, int64_t ni, int64_t no, const int64_t *k,
+                                const int64_t *d, const int64_t *n, double *wf, int nthreads)
     int znn_fft_bmac_s(const float *src, const float *wt, float *dst, int64_t ni, int64_t no,
                        int64_t P, int64_t F, int backward, int accumulate, int nthreads)
     int znn_fft_bmac_d(const double *src, const double *wt, double *dst, int64_t ni,
@@ -665,3 +669,33 @@ def bmac(src, wt, dst=None, bint backward=False, bint accumulate=False, int nthr
                                 backward, accumulate, nthreads)
     check(st)
     return dst
+
+
+def kernel_spectra_fm(w, dilation, fft_shape, int nthreads=0):
+    """kernel_spectra's result frequency-major: complex (Z*Y*(X//2+1), n_in, n_out), entry
+    [s, i, j] the spectrum of kernel (i, j) at flat frequency s (the wt of bmac)."""
+    w = _real("w", w, 5, "(n_in, n_out, kz, ky, kx)")
+    d = _vec3("dilation", dilation, 1)
+    n = _vec3("fft_shape", fft_shape, 1)
+    k = w.shape[2:]
+    _check_fits(k, d, n, "kernel size", "dilation")
+    ni, no = w.shape[0], w.shape[1]
+    S = n[0] * n[1] * (n[2] // 2 + 1)
+    out = np.empty((S, ni, no), _COMPLEX_OF[w.dtype])
+    cdef int64_t n_[3]
+    cdef int64_t d_[3]
+    cdef int64_t k_[3]
+    _fill(n_, n); _fill(d_, d); _fill(k_, k)
+    cdef int64_t ni_ = ni, no_ = no
+    cdef void *pw = _ptr(w)
+    cdef void *po = _ptr(out)
+    cdef int st
+    if w.dtype == _F32:
+        with nogil:
+            st = znn_fft_zspectra_full_s(<float *>pw, ni_, no_, k_, d_, n_, <float *>po, nthreads)
+    else:
+        with nogil:
+            st = znn_fft_zspectra_full_d(<double *>pw, ni_, no_, k_, d_, n_, <double *>po,
+                                         nthreads)
+    check(st)
+    return out

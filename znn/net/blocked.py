@@ -22,7 +22,6 @@ of work measured on one core; only the ratio between the two engines matters.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -39,7 +38,7 @@ BATCH_BYTES = 192 << 20      # bytes of block spectra (inputs + outputs) per bat
 # 48 -> 48 maps): what matters is the ratio between the engines, not the absolute values.
 GEMM_RATE = 37e9             # flop/s of bmac (GEMMs with the transposes around them)
 ZGEMM_RATE = 42e9            # flop/s of the whole-map zmac
-BLOCK_FFT_POINT = 3.3e-9     # s per point and map of a block transform (tens of thousands of points)
+BLOCK_FFT_POINT = 3.3e-9     # s per point and map of a block transform (~10^4-10^5 points)
 COPY_POINT = 2.6e-9          # s per point and map of the block gather / scatter
 BLOCK_CALL = 1e-4            # s of fixed work per block
 WHOLE_FFT_POINT = 8e-9       # s per point and map of a whole-map transform (millions of points)
@@ -157,10 +156,7 @@ def whole_map_seconds(fft_shape, out_size, ksize, n_in, n_out, compact):
 
 def block_spectra(filters, plan, nthreads=0):
     """Frequency-major spectra (F, n_in, n_out) of the undilated filters at the block size."""
-    n_in, n_out = filters.shape[:2]
-    wf = K.kernel_spectra(filters, (1, 1, 1), plan.fft, nthreads=nthreads)
-    wt = K.blocks_transpose(wf.reshape(n_in * n_out, -1), nthreads=nthreads)
-    return wt.reshape(-1, n_in, n_out)
+    return K.kernel_spectra_fm(filters, (1, 1, 1), plan.fft, nthreads=nthreads)
 
 
 def forward(x, wt, plan, nthreads=0):

@@ -103,26 +103,3 @@ int znn_blocks_scatter(const void *blk, size_t es, int64_t C, int64_t P, const i
     return ZNN_OK;
 }
 
-#define TRANSPOSE_TILE 32
-
-int znn_blocks_transpose(const void *src, size_t es, int64_t rows, int64_t cols, void *dst,
-                         int nthreads)
-{
-    if (es != 8 && es != 16)
-        return znn_fail(ZNN_ERR_ARG, "blocks_transpose: element size %zu (8 or 16 expected)", es);
-    if (rows < 0 || cols < 0)
-        return znn_fail(ZNN_ERR_ARG, "blocks_transpose: negative size");
-    const int64_t tr = (rows + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE;
-    const int64_t tc = (cols + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE;
-    #pragma omp parallel for schedule(static) num_threads(znn_threads(nthreads))
-    for (int64_t t = 0; t < tr * tc; t++) {
-        const int64_t r0 = (t % tr) * TRANSPOSE_TILE, c0 = (t / tr) * TRANSPOSE_TILE;
-        const int64_t r1 = r0 + TRANSPOSE_TILE < rows ? r0 + TRANSPOSE_TILE : rows;
-        const int64_t c1 = c0 + TRANSPOSE_TILE < cols ? c0 + TRANSPOSE_TILE : cols;
-        for (int64_t c = c0; c < c1; c++)
-            for (int64_t r = r0; r < r1; r++)
-                memcpy((char *)dst + (size_t)(c * rows + r) * es,
-                       (const char *)src + (size_t)(r * cols + c) * es, es);
-    }
-    return ZNN_OK;
-}

@@ -9,8 +9,6 @@
  * scatter: y[c, o_p + d*a] = blk[c, p, a] for a < counts[3p .. 3p+2] (per axis); blk is
  *   (C, P, V0, V1, V2), counts <= V, and every written position must be inside y (checked).
  *
- * transpose: see below.
- *
  * Work is split over (c, p) pairs on `nthreads` OpenMP threads (<= 0: every core).  All
  * pointers belong to the caller and must not overlap.  Returns ZNN_OK or ZNN_ERR_ARG.
  */
@@ -26,9 +24,5 @@ int znn_blocks_gather(const void *x, size_t es, int64_t C, const int64_t shape[3
 int znn_blocks_scatter(const void *blk, size_t es, int64_t C, int64_t P, const int64_t V[3],
                        const int64_t *origins, const int64_t *counts, const int64_t d[3],
                        void *y, const int64_t shape[3], int nthreads);
-/* dst (cols, rows) = the transpose of src (rows, cols), elements of es bytes (8 or 16: the
- * kernel spectra of a block size, made frequency-major), in cache tiles over threads. */
-int znn_blocks_transpose(const void *src, size_t es, int64_t rows, int64_t cols, void *dst,
-                         int nthreads);
 
 #endif

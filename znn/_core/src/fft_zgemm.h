@@ -69,6 +69,12 @@ int znn_fft_zweight_grad##SFX(const REAL *xf, const REAL *gf, int64_t ni, int64_
  * dst[j, p, f] (+)= sum_i src[i, p, f] * wt[f, i, j], src (ni, P, F), dst (no, P, F);       \
  * backward: dst[i, p, f] (+)= sum_j src[j, p, f] * conj(wt[f, i, j]), src (no, P, F),      \
  * dst (ni, P, F).  One GEMM per frequency with P rows, batched over blocks of frequencies. */\
+/* Full kernel spectra, frequency-major: wf (Z*Y*Xh, ni, no) complex, entry [s][i][j] the   \
+ * spectrum of kernel (i, j) at frequency s = (fz*Y + fy)*Xh + fx (the block spectra of     \
+ * bmac); zspectra_yx followed by the z stage as one GEMM per column. */                    \
+int znn_fft_zspectra_full##SFX(const REAL *w, int64_t ni, int64_t no, const int64_t k[3],   \
+                               const int64_t d[3], const int64_t n[3], REAL *wf,            \
+                               int nthreads);                                               \
 int znn_fft_bmac##SFX(const REAL *src, const REAL *wt, REAL *dst, int64_t ni, int64_t no,   \
                       int64_t P, int64_t F, int backward, int accumulate, int nthreads);
 
