@@ -244,7 +244,7 @@ def run_child(args):
         torch.set_num_threads(threads)
     else:  # as the `znn train` / `znn forward` commands do
         from znn.process import tune_memory
-        tune_memory()
+        tune_memory(huge_pages=CASES[args.case][1] == "train")
     from common import peak_rss_mb
 
     net_file, kind, size = case_setup(args, args.case)

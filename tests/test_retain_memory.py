@@ -38,7 +38,7 @@ import numpy as np
 from znn.process import huge_page_advice, tune_memory
 before = huge_page_advice()
 retained, after = tune_memory()
-print(before, retained, after)
+print(before, retained, after, tune_memory(huge_pages=True)[1])
 """
 
 
@@ -46,7 +46,7 @@ print(before, retained, after)
 def test_tune_memory_retains_and_turns_huge_page_advice_off():
     out = subprocess.run([sys.executable, "-c", TUNE], capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out[1:] == ["True", "False"]
+    assert out[1:] == ["True", "False", "True"]
 
 
 def test_cli_commands_tune_memory(monkeypatch):
@@ -56,7 +56,8 @@ def test_cli_commands_tune_memory(monkeypatch):
     from znn.cli.main import cli
 
     calls = []
-    monkeypatch.setattr(znn.process, "tune_memory", lambda: calls.append(1))
+    monkeypatch.setattr(znn.process, "tune_memory", lambda huge_pages: calls.append(huge_pages))
     CliRunner().invoke(cli, ["forward", "--help"])
+    CliRunner().invoke(cli, ["train", "--help"])
     CliRunner().invoke(cli, ["--version"])
-    assert calls == [1]
+    assert calls == [False, True]

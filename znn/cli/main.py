@@ -55,9 +55,9 @@ def cli(ctx, verbose, quiet, debug):
     ctx.obj.update(verbose=-1 if quiet else verbose, debug=debug)
     if ctx.invoked_subcommand in ("train", "forward", "optimize-conv"):
         # repeated passes reuse mapped pages instead of faulting in fresh ones (~25% per
-        # tile), and pages are not huge-page compacted on first touch (see znn.process)
+        # tile); huge pages only for training (first touch vs steady state: znn.process)
         from znn.process import tune_memory
-        tune_memory()
+        tune_memory(huge_pages=ctx.invoked_subcommand == "train")
 
 
 def _register():
