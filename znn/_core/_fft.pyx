@@ -232,16 +232,22 @@ def irfft(xf, fft_shape, offset, out_shape, out=None, double scale=1.0, bint acc
     return out
 
 
-def kernel_spectra(w, dilation, fft_shape, out=None, int nthreads=0):
-    """Spectra of the kernels w (n_in, n_out, kz, ky, kx) dilated and zero-padded to fft_shape.
-
-    Tap (a, b, c) sits at (a, b, c) * dilation.  Returns complex (n_in, n_out, Z, Y, X//2+1).
-    """
+def _kernel_args(w, dilation, fft_shape):
+    """Validated (w, dilation, fft_shape, ksize, n_in, n_out) of the kernel-spectra functions."""
     w = _real("w", w, 5, "(n_in, n_out, kz, ky, kx)")
     d = _vec3("dilation", dilation, 1)
     n = _vec3("fft_shape", fft_shape, 1)
     k = w.shape[2:]
     _check_fits(k, d, n, "kernel size", "dilation")
+    return w, d, n, k, w.shape[0], w.shape[1]
+
+
+def kernel_spectra(w, dilation, fft_shape, out=None, int nthreads=0):
+    """Spectra of the kernels w (n_in, n_out, kz, ky, kx) dilated and zero-padded to fft_shape.
+
+    Tap (a, b, c) sits at (a, b, c) * dilation.  Returns complex (n_in, n_out, Z, Y, X//2+1).
+    """
+    w, d, n, k, _, _ = _kernel_args(w, dilation, fft_shape)
     out = _output("out", out, w.shape[:2] + _spectrum_shape(n), _COMPLEX_OF[w.dtype], (w,))
     cdef int64_t n_[3]
     cdef int64_t d_[3]
@@ -500,12 +506,7 @@ def kernel_spectra_yx(w, dilation, fft_shape, out=None, int nthreads=0, bint com
     a*n_in + i, j] = sum_c w[i, j, a, b, c] exp(-2 pi i fx c dx / X) (ky/Y of the size); pass
     compact=True to the MACs too, which then apply the y stage block by block in cache.
     """
-    w = _real("w", w, 5, "(n_in, n_out, kz, ky, kx)")
-    d = _vec3("dilation", dilation, 1)
-    n = _vec3("fft_shape", fft_shape, 1)
-    k = w.shape[2:]
-    _check_fits(k, d, n, "kernel size", "dilation")
-    ni, no = w.shape[0], w.shape[1]
+    w, d, n, k, ni, no = _kernel_args(w, dilation, fft_shape)
     out = _output("out", out, _wyx_shape(n, k, ni, no, compact), _COMPLEX_OF[w.dtype], (w,))
     cdef int64_t n_[3]
     cdef int64_t d_[3]
@@ -674,12 +675,7 @@ def bmac(src, wt, dst=None, bint backward=False, bint accumulate=False, int nthr
 def kernel_spectra_fm(w, dilation, fft_shape, int nthreads=0):
     """kernel_spectra's result frequency-major: complex (Z*Y*(X//2+1), n_in, n_out), entry
     [s, i, j] the spectrum of kernel (i, j) at flat frequency s (the wt of bmac)."""
-    w = _real("w", w, 5, "(n_in, n_out, kz, ky, kx)")
-    d = _vec3("dilation", dilation, 1)
-    n = _vec3("fft_shape", fft_shape, 1)
-    k = w.shape[2:]
-    _check_fits(k, d, n, "kernel size", "dilation")
-    ni, no = w.shape[0], w.shape[1]
+    w, d, n, k, ni, no = _kernel_args(w, dilation, fft_shape)
     S = n[0] * n[1] * (n[2] // 2 + 1)
     out = np.empty((S, ni, no), _COMPLEX_OF[w.dtype])
     cdef int64_t n_[3]

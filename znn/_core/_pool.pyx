@@ -96,6 +96,13 @@ def _no_alias(x, y, am=None):
         raise ValueError("out and argmax must not share memory")
 
 
+cdef void _fill3(int64_t *ins, int64_t *ks, int64_t *ds, i3, k3, d3):
+    for a in range(3):
+        ins[a] = i3[a]
+        ks[a] = k3[a]
+        ds[a] = d3[a]
+
+
 def _filter_args(x, size, dilation):
     """(x, output shape, in / size / dilation as 3-vectors) of a max filter."""
     x = _maps(x, "x")
@@ -127,10 +134,7 @@ def max_filter_forward(x, size, dilation=1, out=None, argmax=None, int nthreads=
     cdef int64_t ins[3]
     cdef int64_t ks[3]
     cdef int64_t ds[3]
-    for a in range(3):
-        ins[a] = i3[a]
-        ks[a] = k3[a]
-        ds[a] = d3[a]
+    _fill3(ins, ks, ds, i3, k3, d3)
     cdef int64_t C = x.shape[0]
     cdef void *px = _ptr(x)
     cdef void *py = _ptr(y)
@@ -156,10 +160,7 @@ def max_filter_values(x, size, dilation=1, out=None, int nthreads=0):
     cdef int64_t ins[3]
     cdef int64_t ks[3]
     cdef int64_t ds[3]
-    for a in range(3):
-        ins[a] = i3[a]
-        ks[a] = k3[a]
-        ds[a] = d3[a]
+    _fill3(ins, ks, ds, i3, k3, d3)
     cdef int64_t C = x.shape[0]
     cdef void *px = _ptr(x)
     cdef void *py = _ptr(y)
