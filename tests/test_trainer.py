@@ -106,7 +106,7 @@ def test_kill_9_then_rerun_resumes_from_last_save(tmp_path):
                                      "Num_iter_per_show=5"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert f"resuming from" in out.stdout and f"at iteration {last} (eta {eta:g})" in out.stdout
+    assert "resuming from" in out.stdout and f"at iteration {last} (eta {eta:g})" in out.stdout
     assert f"iter {last + 5:>7d}/{last + 5}" in out.stdout
 
 
