@@ -121,6 +121,29 @@ def test_transfer_backward_float_types(dtype):
         np.testing.assert_allclose(gg, e, **tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_transfer_backward_and_bias_sum(dtype):
+    rng = np.random.default_rng(11)
+    y = rng.uniform(-0.9, 0.9, size=(3, 5, 30, 41)).astype(dtype)  # several 4096 blocks
+    g = rng.standard_normal(y.shape).astype(dtype)
+    for code in ARGS:
+        a, b = ARGS[code]
+        sep = g.copy()
+        P.transfer_backward(sep, y, code, a, b)
+        want = P.channel_sum(sep)
+        for n in (1, 2, 3):
+            fused = g.copy()
+            got = P.transfer_backward_sum(fused, y, code, a, b, nthreads=n)
+            np.testing.assert_array_equal(fused, sep)   # the same gradient, bit for bit
+            np.testing.assert_array_equal(got, want)    # and the same sums
+        ref = sep.astype(np.float64).reshape(3, -1).sum(axis=1)
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-9)
+    with pytest.raises(ValueError, match="non-zero"):
+        P.transfer_backward_sum(g.copy(), y, "tanh", 0.0, 1.0)
+    with pytest.raises(ValueError, match="y"):
+        P.transfer_backward_sum(g.copy(), y[:1], "linear")
+
+
 def test_transfer_independent_of_threads():
     x = np.random.default_rng(2).standard_normal((3, 70, 90)).astype(np.float32)
     bias = np.arange(3, dtype=np.float32)

@@ -12,8 +12,8 @@ released on `nthreads` OpenMP threads (0 or less: every core).  See each module 
   kernel_spectra_fm, blocks_gather, blocks_scatter
 - direct convolution (MKL GEMM): conv_forward, conv_backward_data, conv_backward_weight
 - pooling: max_filter_forward/backward, max_filter_values, max_pool_forward/backward
-- pointwise: transfer_forward/backward, channel_sum, dropout_forward/backward,
-  maxout_forward/backward, FUNCTIONS (transfer-function name -> code)
+- pointwise: transfer_forward/backward, transfer_backward_sum, channel_sum,
+  dropout_forward/backward, maxout_forward/backward, FUNCTIONS (transfer-function name -> code)
 """
 from znn._core import _build
 from znn._core._blocks import blocks_gather, blocks_scatter
@@ -25,7 +25,7 @@ from znn._core._fft import (CACHE_FFTS, bmac, irfft, kernel_spectra, kernel_spec
 from znn._core._fft import backend as fft_backend
 from znn._core._pointwise import (FUNCTIONS, channel_sum, dropout_backward, dropout_forward,
                                   maxout_backward, maxout_forward, transfer_backward,
-                                  transfer_forward)
+                                  transfer_backward_sum, transfer_forward)
 from znn._core._pool import (max_filter_backward, max_filter_forward, max_filter_values,
                              max_pool_backward, max_pool_forward)
 
@@ -41,5 +41,6 @@ __all__ = [
     "mac_forward", "mac_forward_streamed", "max_filter_backward", "max_filter_forward",
     "max_filter_values", "max_pool_backward", "max_pool_forward", "maxout_backward",
     "maxout_forward", "release_zgemm_scratch", "retain_freed_memory", "rfft", "transfer_backward",
-    "transfer_forward", "weight_grad", "weight_grad_z", "zmac_backward", "zmac_forward",
+    "transfer_backward_sum", "transfer_forward", "weight_grad", "weight_grad_z", "zmac_backward",
+    "zmac_forward",
 ]

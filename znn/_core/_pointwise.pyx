@@ -20,6 +20,10 @@ cdef extern from "pointwise.h" nogil:
                                 double b, int nthreads)
     int znn_transfer_backward_d(double *g, const double *y, int64_t total, int func, double a,
                                 double b, int nthreads)
+    int znn_transfer_backward_sum_s(float *g, const float *y, int64_t C, int64_t n, int func,
+                                    double a, double b, double *sums, int nthreads)
+    int znn_transfer_backward_sum_d(double *g, const double *y, int64_t C, int64_t n, int func,
+                                    double a, double b, double *sums, int nthreads)
     int znn_channel_sum_s(const float *g, int64_t C, int64_t n, double *out, int nthreads)
     int znn_channel_sum_d(const double *g, int64_t C, int64_t n, double *out, int nthreads)
     int znn_dropout_forward_s(const float *x, int64_t total, double keep, uint64_t seed,
@@ -181,6 +185,37 @@ def transfer_backward(g, y, func, double a=1.0, double b=0.0, int nthreads=0):
                                          nthreads)
     check(st)
     return g
+
+
+def transfer_backward_sum(g, y, func, double a=1.0, double b=0.0, int nthreads=0):
+    """transfer_backward(g, y, ..) then channel_sum(g) in one pass over g (the same results).
+
+    g (C, ...) is changed in place; returns the per-channel sums (C,) as float64.
+    """
+    g = _real(g, "g", writable=True)
+    y = _same(y, g, "y")
+    if g.ndim < 1:
+        raise ValueError("g must have a leading channel axis")
+    cdef int code = _func(func)
+    if code == TANH and a == 0.0:
+        raise ValueError("a must be non-zero for tanh")
+    cdef int64_t C = g.shape[0]
+    cdef int64_t n = g.size // C if C else 0
+    out = np.empty(C, dtype=np.float64)
+    cdef void *pg = _ptr(g)
+    cdef void *py = _ptr(y)
+    cdef double *po = <double *>_ptr(out)
+    cdef int st
+    cdef bint single = g.dtype == np.float32
+    with nogil:
+        if single:
+            st = znn_transfer_backward_sum_s(<float *>pg, <float *>py, C, n, code, a, b, po,
+                                             nthreads)
+        else:
+            st = znn_transfer_backward_sum_d(<double *>pg, <double *>py, C, n, code, a, b, po,
+                                             nthreads)
+    check(st)
+    return out
 
 
 def channel_sum(g, int nthreads=0):

@@ -85,9 +85,8 @@ class Node:
         """dE/d(pre-activation) from dE/d(output), in place; computes the bias gradient."""
         g = self.collect_grad()
         if self.type == "transfer":
-            K.transfer_backward(g, self.value, self.function, self.a, self.b,
-                                nthreads=self.net.num_threads)
-            self.bias_grad[...] = K.channel_sum(g, nthreads=self.net.num_threads)
+            self.bias_grad[...] = K.transfer_backward_sum(g, self.value, self.function, self.a,
+                                                          self.b, nthreads=self.net.num_threads)
         return g
 
     def grads_for_edges(self, g):

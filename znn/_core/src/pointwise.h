@@ -47,6 +47,13 @@ int znn_transfer_backward_s(float *g, const float *y, int64_t total, int func, d
 int znn_transfer_backward_d(double *g, const double *y, int64_t total, int func, double a,
                             double b, int nthreads);
 
+/* g (C, n) in place: g *= f'(y), and sums[c] = sum_i g[c, i] after that (as
+ * znn_transfer_backward followed by znn_channel_sum, with the same result, in one pass). */
+int znn_transfer_backward_sum_s(float *g, const float *y, int64_t C, int64_t n, int func,
+                                double a, double b, double *sums, int nthreads);
+int znn_transfer_backward_sum_d(double *g, const double *y, int64_t C, int64_t n, int func,
+                                double a, double b, double *sums, int nthreads);
+
 /* out[c] = sum_i g[c, i], accumulated in double in a fixed order. */
 int znn_channel_sum_s(const float *g, int64_t C, int64_t n, double *out, int nthreads);
 int znn_channel_sum_d(const double *g, int64_t C, int64_t n, double *out, int nthreads);
