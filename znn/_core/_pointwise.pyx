@@ -162,16 +162,31 @@ def transfer_forward(x, bias, func, double a=1.0, double b=0.0, int nthreads=0):
     return x
 
 
+def _backward_args(g, y, func, double a):
+    """(g, y, function code) of the transfer backward functions, validated."""
+    g = _real(g, "g", writable=True)
+    y = _same(y, g, "y")
+    code = _func(func)
+    if code == TANH and a == 0.0:
+        raise ValueError("a must be non-zero for tanh")
+    return g, y, code
+
+
+def _channels(g):
+    """(C, values per channel) of g (C, ...)."""
+    if g.ndim < 1:
+        raise ValueError("g must have a leading channel axis")
+    C = g.shape[0]
+    return C, (g.size // C if C else 0)
+
+
 def transfer_backward(g, y, func, double a=1.0, double b=0.0, int nthreads=0):
     """In place g *= f'(y), with y the forward output (same shape and dtype).  Returns g.
 
     forward_logistics leaves g unchanged (the loss supplies the pre-activation gradient).
     """
-    g = _real(g, "g", writable=True)
-    y = _same(y, g, "y")
-    cdef int code = _func(func)
-    if code == TANH and a == 0.0:
-        raise ValueError("a must be non-zero for tanh")
+    g, y, code_ = _backward_args(g, y, func, a)
+    cdef int code = code_
     cdef int64_t total = g.size
     cdef void *pg = _ptr(g)
     cdef void *py = _ptr(y)
@@ -192,15 +207,10 @@ def transfer_backward_sum(g, y, func, double a=1.0, double b=0.0, int nthreads=0
 
     g (C, ...) is changed in place; returns the per-channel sums (C,) as float64.
     """
-    g = _real(g, "g", writable=True)
-    y = _same(y, g, "y")
-    if g.ndim < 1:
-        raise ValueError("g must have a leading channel axis")
-    cdef int code = _func(func)
-    if code == TANH and a == 0.0:
-        raise ValueError("a must be non-zero for tanh")
-    cdef int64_t C = g.shape[0]
-    cdef int64_t n = g.size // C if C else 0
+    g, y, code_ = _backward_args(g, y, func, a)
+    cdef int code = code_
+    C_, n_ = _channels(g)
+    cdef int64_t C = C_, n = n_
     out = np.empty(C, dtype=np.float64)
     cdef void *pg = _ptr(g)
     cdef void *py = _ptr(y)
@@ -221,10 +231,8 @@ def transfer_backward_sum(g, y, func, double a=1.0, double b=0.0, int nthreads=0
 def channel_sum(g, int nthreads=0):
     """Per-channel sums of g (C, ...) as float64 (C,), accumulated in double."""
     g = _real(g, "g")
-    if g.ndim < 1:
-        raise ValueError("g must have a leading channel axis")
-    cdef int64_t C = g.shape[0]
-    cdef int64_t n = g.size // C if C else 0
+    C_, n_ = _channels(g)
+    cdef int64_t C = C_, n = n_
     out = np.empty(C, dtype=np.float64)
     cdef void *pg = _ptr(g)
     cdef double *po = <double *>_ptr(out)
