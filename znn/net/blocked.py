@@ -101,12 +101,6 @@ class BlockPlan:
         return self.batch * n * (int(np.prod(self.fft)) + 2 * self.frequencies) * itemsize
 
 
-def _axis_block_counts(o, k, d, lengths):
-    """Number of blocks along one axis for each block length."""
-    runs = [len(range(s, o, d)) for s in range(min(d, o))]
-    return np.array([sum(-(-n // (L - k + 1)) for n in runs) for L in lengths], np.float64)
-
-
 @lru_cache(maxsize=256)
 def plan_blocks(out_size, ksize, dilation, n_in, n_out, itemsize, spectra_cap=SPECTRA_CAP):
     """The cheapest BlockPlan for a layer, or None when no block size fits the caps.
@@ -122,7 +116,7 @@ def plan_blocks(out_size, ksize, dilation, n_in, n_out, itemsize, spectra_cap=SP
             hi = min(MAX_BLOCK, fast_fft_length(need))
             ls = _smooth_lengths(k if k > 1 else 2, hi) or [fast_fft_length(need)]
         lengths.append(np.array(ls, np.float64))
-        counts.append(_axis_block_counts(o, k, d, ls))
+        counts.append(np.array([len(axis_blocks(o, k, d, L)) for L in ls], np.float64))
     Lz, Ly, Lx = np.meshgrid(*lengths, indexing="ij")
     nblocks = counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :]
     F = Lz * Ly * (np.floor(Lx / 2) + 1)

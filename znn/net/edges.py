@@ -143,10 +143,7 @@ class Conv(Edge):
         self.grad = np.zeros_like(self.filters)
         self.mode = "direct"
         self.file_fft = bool(spec.fft)  # the `fft` flag of the .znn file, or of a loaded .h5
-        self._wf = None
-        self._wf_of = None
-        self._wf_key = None  # (compact, fft_shape) the cached spectra were made for
-        self._bwf = self._bwf_of = None  # the blocked engine's kernel spectra
+        self._held = {}  # engine -> (layout key, filters, kernel spectra): see _cached
         self.fft_engine = None  # forward-only FFT engine: 'blocked', 'whole' or None (model)
 
     @property
@@ -238,22 +235,34 @@ class Conv(Edge):
         unchanged, unless built with ZNN_DONT_CACHE_FFTS (then recomputed at every use,
         ~kz/Z of a full spectrum's work, and never kept)."""
         compact = self.compact
+        return self._cached("whole", (compact, self.fft_shape), lambda: K.kernel_spectra_yx(
+            self.filters, self.dilation, self.fft_shape, nthreads=self.threads,
+            compact=compact)), compact
+
+    def _cached(self, engine, key, make):
+        """make()'s kernel spectra, kept for `engine` while the layout `key` and the filters
+        are unchanged; with ZNN_DONT_CACHE_FFTS builds made at every use and never kept."""
         if not K.CACHE_FFTS:
-            return K.kernel_spectra_yx(self.filters, self.dilation, self.fft_shape,
-                                       nthreads=self.threads, compact=compact), compact
-        key = (compact, self.fft_shape)
-        if (self._wf is None or self._wf_key != key
-                or not np.array_equal(self._wf_of, self.filters)):
-            self._wf = None
-            self._wf = K.kernel_spectra_yx(self.filters, self.dilation, self.fft_shape,
-                                           nthreads=self.threads, compact=compact)
-            self._wf_of, self._wf_key = self.filters.copy(), key
-        return self._wf, compact
+            return make()
+        held = self._held.get(engine)
+        if held is None or held[0] != key or not np.array_equal(held[1], self.filters):
+            self._held.pop(engine, None)  # free the old spectra before making new ones
+            held = self._held[engine] = (key, self.filters.copy(), make())
+        return held[2]
+
+    @property
+    def _wf(self):
+        """The whole-map engine's cached kernel spectra (None when there are none)."""
+        return self._held.get("whole", (None,) * 3)[2]
+
+    @property
+    def _bwf(self):
+        """The blocked engine's cached kernel spectra (None when there are none)."""
+        return self._held.get("blocked", (None,) * 3)[2]
 
     def invalidate_spectra(self):
         """Forget the cached kernel spectra (as a parameter update does)."""
-        self._wf = self._wf_of = None
-        self._bwf = self._bwf_of = None
+        self._held.clear()
 
     # -- FFT, blocked (forward-only passes; znn/net/blocked.py) ---------------------------------
     @property
@@ -261,13 +270,12 @@ class Conv(Edge):
         """The overlap-save block plan this edge's forward-only FFT passes use, or None for
         the whole-map engine: as `fft_engine` says (set from a timed conv plan), else as the
         cost model rates them.  ZNN_FFT_BLOCKED=0/1 forces the choice."""
-        force = os.environ.get("ZNN_FFT_BLOCKED", "")
-        if force == "0" or (force != "1" and self.fft_engine == "whole"):
+        engine = {"0": "whole", "1": "blocked"}.get(os.environ.get("ZNN_FFT_BLOCKED", ""),
+                                                     self.fft_engine)
+        if engine == "whole":
             return None
-        if self.fft_engine == "blocked":
-            force = "1"
         plan = self._cheapest_blocks()
-        if plan is None or force == "1":
+        if plan is None or engine == "blocked":
             return plan
         whole = blocked.whole_map_seconds(self.fft_shape, tuple(self.dst.size), self.ksize,
                                           self.src.n, self.dst.n, self.compact)
@@ -286,15 +294,9 @@ class Conv(Edge):
     def forward_blocked(self, x, plan):
         """This layer's output of x by the blocked engine (kernel spectra cached as in
         kernel_spectra, per block size)."""
-        if not K.CACHE_FFTS:
-            return blocked.forward(x, blocked.block_spectra(self.filters, plan, self.threads),
-                                   plan, self.threads)
-        if (self._bwf is None or self._bwf.shape[0] != plan.frequencies
-                or not np.array_equal(self._bwf_of, self.filters)):
-            self._bwf = None
-            self._bwf = blocked.block_spectra(self.filters, plan, self.threads)
-            self._bwf_of = self.filters.copy()
-        return blocked.forward(x, self._bwf, plan, self.threads)
+        wt = self._cached("blocked", plan.fft,
+                          lambda: blocked.block_spectra(self.filters, plan, self.threads))
+        return blocked.forward(x, wt, plan, self.threads)
 
     def forward_fft(self, x):
         """A forward-only FFT pass of this edge alone on real maps (as in inference)."""

@@ -33,11 +33,11 @@ def estimate_bytes(net, mode=None, *, training=True, cache_ffts=True):
     if len(ffts) < len(convs):
         total += DIRECT_SCRATCH
     if not training:  # forward-only passes may run layers blocked: own spectra, no buckets
-        blocked = [e for e in ffts if e.block_plan is not None]
-        if blocked:
-            kernels = [e.spectra_bytes(training=False) for e in blocked]
+        runs_blocked = {e.name: e.block_plan is not None for e in ffts}
+        kernels = [e.spectra_bytes(training=False) for e in ffts if runs_blocked[e.name]]
+        if kernels:
             total += sum(kernels) if cache_ffts else max(kernels)
-        ffts = [e for e in ffts if e.block_plan is None]
+        ffts = [e for e in ffts if not runs_blocked[e.name]]
     convs = ffts
     if convs:
         spectra = [e.src.n * _spectrum_elems(e.fft_shape) * cplx
