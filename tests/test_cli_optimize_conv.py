@@ -168,3 +168,22 @@ def test_errors_are_one_line(tmp_path, args, said):
     assert len(res.output.strip().splitlines()) == 1, res.output
     assert res.output.startswith("znn: error") and said in res.output
     assert not (tmp_path / "tiny2d.znn.plan").exists()
+
+
+def test_table_names_the_engine_of_each_choice(capsys):
+    from znn.cli.optimize_conv import _table
+    from znn.formats.network_file import read_network
+    from znn.net.graph import Network
+
+    net = Network(read_network(NETWORKS / "tiny3d.znn"), (2, 4, 4), seed=0)
+    report = {"conv1": {"fft": 0.2, "direct": 0.1, "fft_bytes": 10, "note": "", "choice": "direct",
+                        "winograd": 6},
+              "conv2": {"fft": 0.1, "direct": 0.2, "fft_bytes": 10, "note": "", "choice": "fft",
+                        "fft_engine": "blocked", "winograd": 8},
+              "conv3": {"fft": 0.3, "direct": 0.1, "fft_bytes": 10, "note": "", "choice": "direct",
+                        "winograd": 0}}
+    _table(net, report)
+    rows = {r[0]: r[7:] for r in table_rows(capsys.readouterr().out)[1]}
+    assert rows["conv1"][:3] == ["direct", "(winograd", "6)"]
+    assert rows["conv2"][:2] == ["fft", "(blocked)"]
+    assert rows["conv3"][0] == "direct" and rows["conv3"][1] != "(winograd"

@@ -80,10 +80,13 @@ def test_time_layer_drives_the_edge_and_leaves_it_unchanged(tmp_path, monkeypatc
     t = conv_plan.time_layer(e, training=training, repeats=2)
     assert t["fft"] > 0 and t["direct"] > 0
     passes = 3  # one warm-up + 2 timed
+    # direct: the GEMM lowering, then each Winograd tile size where the kernel has tiles
+    direct = passes * (1 + (len(K.WINOGRAD_POINTS) if K.winograd_fits(e.ksize) else 0))
     assert calls["input_spectrum"] == calls["forward_spectral"] == passes
-    assert calls["output_from_spectrum"] == calls["forward"] == passes
+    assert calls["output_from_spectrum"] == passes and calls["forward"] == direct
     if training:
-        assert calls["grad_spectrum"] == calls["backward_spectral"] == calls["backward"] == passes
+        assert calls["grad_spectrum"] == calls["backward_spectral"] == passes
+        assert calls["backward"] == direct
         # kernel spectra are recomputed every training pass (an update changes the filters)
         assert len(transforms) == passes and calls["invalidate_spectra"] >= passes
         assert calls.get("input_grad_from_spectrum", 0) == (passes if e.src.needs_grad else 0)
@@ -92,7 +95,7 @@ def test_time_layer_drives_the_edge_and_leaves_it_unchanged(tmp_path, monkeypatc
         assert len(transforms) == 1  # cached, as during inference
     np.testing.assert_array_equal(e.filters, filters)
     np.testing.assert_array_equal(e.grad, grad)
-    assert id(e.grad) == grad_id and e.mode == "direct"
+    assert id(e.grad) == grad_id and e.mode == "direct" and e.winograd == 0
     assert e._wf is None and getattr(e, "_x", None) is None  # nothing left in memory
 
 
@@ -389,18 +392,19 @@ def test_forward_timing_tries_both_fft_engines_and_keeps_the_faster(monkeypatch,
     seen = []
 
     def fake_best_time(fn, repeats):
-        seen.append((e.mode, e.fft_engine))
+        seen.append((e.mode, e.fft_engine if e.mode == "fft" else e.winograd))
         fn()  # the pass really runs with this engine
         return {"whole": whole, "blocked": blocked}.get(e.fft_engine, 0.25) \
             if e.mode == "fft" else 0.25
     monkeypatch.setattr(conv_plan, "best_time", fake_best_time)
     t = conv_plan.time_layer(e, training=False)
-    assert seen == [("fft", "whole"), ("fft", "blocked"), ("direct", None)]
+    direct = [("direct", 0), ("direct", 6), ("direct", 8)]  # 2x2x2: GEMM and both tile sizes
+    assert seen == [("fft", "whole"), ("fft", "blocked")] + direct
     assert t["fft"] == min(whole, blocked) and t["fft_engine"] == want
     assert e.fft_engine is None and e.mode == "direct" and e._bwf is None
     seen.clear()
     t = conv_plan.time_layer(e, training=True)  # training has one FFT engine
-    assert seen == [("fft", None), ("direct", None)] and "fft_engine" not in t
+    assert seen == [("fft", None)] + direct and "fft_engine" not in t
 
 
 @pytest.mark.parametrize("engine", ["whole", "blocked"])
@@ -426,4 +430,66 @@ def test_a_plan_with_an_unknown_engine_is_rejected():
              "layers": {"conv1": {"fft": 0.1, "direct": 0.2, "fft_engine": "gpu"}}}
     entry.update({k: "x" for k in plan_store._REQUIRED if k not in entry})
     with pytest.raises(ValueError, match="fft_engine for layer 'conv1'"):
+        plan_store.PlanEntry.from_json(entry)
+
+
+# -- direct kernels: GEMM lowering or Winograd tiles ------------------------------------------
+@pytest.mark.parametrize("fastest", [0, 6, 8])
+def test_direct_timing_tries_winograd_tiles_and_keeps_the_fastest(monkeypatch, fastest):
+    net = build(NETWORKS / "tiny3d.znn", (2, 4, 4), conv_mode="direct")
+    e = net.edges["conv2"]  # 2x2x2: Winograd tiles fit
+    e.winograd = 8
+
+    def fake_best_time(fn, repeats):
+        fn()
+        if e.mode == "fft":
+            return 1.0
+        return 0.1 if e.winograd == fastest else 0.2
+    monkeypatch.setattr(conv_plan, "best_time", fake_best_time)
+    t = conv_plan.time_layer(e, training=True)
+    assert t["direct"] == 0.1 and t["winograd"] == fastest
+    assert e.winograd == 8  # restored
+    layers = conv_plan.time_network(net, training=True)
+    assert layers["conv2"].get("winograd", 0) == fastest
+
+
+def test_no_winograd_timing_for_kernels_without_tiles(monkeypatch):
+    net = build(NETWORKS / "tiny3d.znn", (2, 4, 4), conv_mode="direct")
+    e = net.edges["conv1"]  # 2x3x3 fits, so build a case that does not: a 1-long y axis
+    e.ksize = (2, 1, 3)
+    seen = []
+    monkeypatch.setattr(conv_plan, "best_time",
+                        lambda fn, repeats: seen.append((e.mode, e.winograd)) or 0.1)
+    conv_plan.time_layer(e, training=False, fft=False)
+    assert seen == [("direct", 0)]
+
+
+def test_saved_winograd_choice_is_applied_and_matches_gemm():
+    net = build(NETWORKS / "tiny3d.znn", (2, 4, 4), dtype=np.float64, phase="train")
+    layers = {e.name: {"fft": 0.5, "direct": 0.1, "fft_bytes": 10, "winograd": 6}
+              for e in conv_plan.timed_edges(net)}
+    report = conv_plan.choose_modes(net, layers, training=True)
+    assert all(e.winograd == 6 and report[e.name]["winograd"] == 6 and e.mode == "direct"
+               for e in conv_plan.timed_edges(net))
+    rng = np.random.default_rng(0)
+    x = {n: rng.standard_normal(net.nodes[n].shape) for n in net.inputs}
+    got = net.forward(x)
+    net.backward({k: np.ones_like(v) for k, v in got.items()})
+    grads = {e.name: e.grad.copy() for e in net.conv_edges()}
+    for e in conv_plan.timed_edges(net):
+        e.winograd = 0
+    want = net.forward(x)
+    net.backward({k: np.ones_like(v) for k, v in want.items()})
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-9, atol=1e-11)
+    for e in net.conv_edges():
+        np.testing.assert_allclose(grads[e.name], e.grad, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("value", [7, "6", True])
+def test_a_plan_with_a_bad_winograd_value_is_rejected(value):
+    entry = {"mode": "train", "output_size": [1, 2, 3], "dtype": "float32", "threads": 1,
+             "layers": {"conv1": {"fft": 0.1, "direct": 0.2, "winograd": value}}}
+    entry.update({k: "x" for k in plan_store._REQUIRED if k not in entry})
+    with pytest.raises(ValueError, match="winograd for layer 'conv1'"):
         plan_store.PlanEntry.from_json(entry)

@@ -10,14 +10,16 @@ released on `nthreads` OpenMP threads (0 or less: every core).  See each module 
   kernel_spectra_yx, zmac_forward, zmac_backward, weight_grad_z, release_zgemm_scratch
 - FFT convolution, blocked (overlap-save blocks sharing one block size's kernel spectra): bmac,
   kernel_spectra_fm, blocks_gather, blocks_scatter
-- direct convolution (MKL GEMM): conv_forward, conv_backward_data, conv_backward_weight
+- direct convolution (MKL GEMM, or Winograd tiles with winograd=6|8): conv_forward,
+  conv_backward_data, conv_backward_weight, winograd_fits, WINOGRAD_POINTS
 - pooling: max_filter_forward/backward, max_filter_values, max_pool_forward/backward
 - pointwise: transfer_forward/backward, transfer_backward_sum, channel_sum,
   dropout_forward/backward, maxout_forward/backward, FUNCTIONS (transfer-function name -> code)
 """
 from znn._core import _build
 from znn._core._blocks import blocks_gather, blocks_scatter
-from znn._core._direct import conv_backward_data, conv_backward_weight, conv_forward
+from znn._core._direct import (WINOGRAD_POINTS, conv_backward_data, conv_backward_weight,
+                               conv_forward, winograd_fits)
 from znn._core._fft import (CACHE_FFTS, bmac, irfft, kernel_spectra, kernel_spectra_fm,
                             kernel_spectra_yx, mac_backward, mac_backward_streamed, mac_forward,
                             mac_forward_streamed, release_zgemm_scratch, rfft, weight_grad,
@@ -34,7 +36,7 @@ default_dtype = _build.default_dtype
 retain_freed_memory = _build.retain_freed_memory
 
 __all__ = [
-    "CACHE_FFTS", "FUNCTIONS", "blocks_gather", "blocks_scatter", "bmac", "build_flags",
+    "CACHE_FFTS", "FUNCTIONS", "WINOGRAD_POINTS", "winograd_fits", "blocks_gather", "blocks_scatter", "bmac", "build_flags",
     "channel_sum", "conv_backward_data", "conv_backward_weight", "conv_forward", "default_dtype",
     "dropout_backward", "dropout_forward", "fft_backend", "irfft", "kernel_spectra",
     "kernel_spectra_fm", "kernel_spectra_yx", "mac_backward", "mac_backward_streamed",

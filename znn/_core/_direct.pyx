@@ -31,10 +31,59 @@ cdef extern from "direct.h" nogil:
                                      int nthreads)
     int znn_direct_uses_mkl()
 
+cdef extern from "direct_winograd.h" nogil:
+    int znn_wino_tile(int64_t r, int points)
+    int znn_wino_forward_s(const float *x, const float *w, float *y, int64_t n_in,
+                           int64_t n_out, const int64_t *in_shape, const int64_t *k,
+                           const int64_t *d, int points,
+                                int accumulate, int nthreads)
+    int znn_wino_forward_d(const double *x, const double *w, double *y, int64_t n_in,
+                           int64_t n_out, const int64_t *in_shape, const int64_t *k,
+                           const int64_t *d, int points,
+                                int accumulate, int nthreads)
+    int znn_wino_backward_data_s(const float *g, const float *w, float *dx, int64_t n_in,
+                                 int64_t n_out, const int64_t *in_shape, const int64_t *k,
+                                 const int64_t *d, int points,
+                                int accumulate, int nthreads)
+    int znn_wino_backward_data_d(const double *g, const double *w, double *dx, int64_t n_in,
+                                 int64_t n_out, const int64_t *in_shape, const int64_t *k,
+                                 const int64_t *d, int points,
+                                int accumulate, int nthreads)
+    int znn_wino_backward_weight_s(const float *x, const float *g, float *dw, int64_t n_in,
+                                   int64_t n_out, const int64_t *in_shape, const int64_t *k,
+                                   const int64_t *d, int points,
+                                int accumulate, int nthreads)
+    int znn_wino_backward_weight_d(const double *x, const double *g, double *dw,
+                                   int64_t n_in, int64_t n_out, const int64_t *in_shape,
+                                   const int64_t *k, const int64_t *d, int points,
+                                int accumulate,
+                                   int nthreads)
+
 #: True when built with ZNN_USE_MKL_DIRECT_CONV=1 (GEMM lowering on MKL), False for plain loops.
 MKL_DIRECT = bool(znn_direct_uses_mkl())
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+#: Inputs per tile axis the Winograd kernels offer (see conv_forward's `winograd`).
+WINOGRAD_POINTS = (6, 8)
+
+
+def winograd_fits(ksize):
+    """Whether a kernel (kz, ky, kx) has Winograd tiles: y and x lengths 2..5 (any kz)."""
+    k = tuple(int(v) for v in ksize)
+    return len(k) == 3 and k[0] >= 1 and all(znn_wino_tile(r, 6) for r in k[1:])
+
+
+def _winograd(winograd, k):
+    """The tile points asked for (0: the GEMM lowering), checked against kernel k."""
+    if winograd is None or winograd is False or winograd == 0:
+        return 0
+    if isinstance(winograd, bool) or winograd not in WINOGRAD_POINTS:
+        raise ValueError(f"winograd must be 0 or one of {WINOGRAD_POINTS}, got {winograd!r}")
+    if not winograd_fits(k):
+        raise ValueError(f"winograd convolution needs kernel y and x lengths 2..5, got {tuple(k)}")
+    return int(winograd)
 
 
 def _array(name, a, ndim):
@@ -105,7 +154,7 @@ cdef inline void _fill3(int64_t *dst, tuple v):
     dst[2] = v[2]
 
 
-def conv_forward(x, w, dilation, out=None, accumulate=False, nthreads=0):
+def conv_forward(x, w, dilation, out=None, accumulate=False, nthreads=0, winograd=0):
     """Dilated valid true convolution y[j,p] = sum_i sum_t x[i, p+(K-1-t)*d] * w[i,j,t].
 
     Parameters
@@ -118,6 +167,9 @@ def conv_forward(x, w, dilation, out=None, accumulate=False, nthreads=0):
         Add the result to `out` instead of overwriting it.
     nthreads : int
         Threads to use; <= 0 means every core.
+    winograd : 0, 6 or 8
+        0: the GEMM lowering; 6 or 8: the Winograd kernels with tiles of that many inputs per
+        axis in y and x (needs y and x kernel lengths 2..5, see winograd_fits).
 
     Returns
     -------
@@ -142,6 +194,7 @@ def conv_forward(x, w, dilation, out=None, accumulate=False, nthreads=0):
     _fill3(cd, d)
     cdef int64_t ni = n_in, no = n_out
     cdef int acc = 1 if accumulate else 0
+    cdef int wino = _winograd(winograd, k)
     cdef int nt = nthreads
     cdef void *px = cnp.PyArray_DATA(x)
     cdef void *pw = cnp.PyArray_DATA(w)
@@ -149,17 +202,26 @@ def conv_forward(x, w, dilation, out=None, accumulate=False, nthreads=0):
     cdef int st
     if x.dtype == np.float32:
         with nogil:
-            st = znn_direct_forward_s(<float *>px, <float *>pw, <float *>py, ni, no,
-                                      cin, ck, cd, acc, nt)
+            if wino:
+                st = znn_wino_forward_s(<float *>px, <float *>pw, <float *>py, ni, no, cin, ck, cd,
+                                        wino, acc, nt)
+            else:
+                st = znn_direct_forward_s(<float *>px, <float *>pw, <float *>py, ni, no, cin, ck,
+                                          cd, acc, nt)
     else:
         with nogil:
-            st = znn_direct_forward_d(<double *>px, <double *>pw, <double *>py, ni, no,
-                                      cin, ck, cd, acc, nt)
+            if wino:
+                st = znn_wino_forward_d(<double *>px, <double *>pw, <double *>py, ni, no, cin, ck,
+                                        cd, wino, acc, nt)
+            else:
+                st = znn_direct_forward_d(<double *>px, <double *>pw, <double *>py, ni, no, cin,
+                                          ck, cd, acc, nt)
     check(st)
     return y
 
 
-def conv_backward_data(g, w, dilation, in_shape, out=None, accumulate=False, nthreads=0):
+def conv_backward_data(g, w, dilation, in_shape, out=None, accumulate=False, nthreads=0,
+                       winograd=0):
     """Gradient to the input: dx[i, p+(K-1-t)*d] += g[j,p] * w[i,j,t] (a full convolution).
 
     Parameters
@@ -173,6 +235,9 @@ def conv_backward_data(g, w, dilation, in_shape, out=None, accumulate=False, nth
         Add the result to `out` instead of overwriting it.
     nthreads : int
         Threads to use; <= 0 means every core.
+    winograd : 0, 6 or 8
+        0: the GEMM lowering; 6 or 8: the Winograd kernels with tiles of that many inputs per
+        axis in y and x (needs y and x kernel lengths 2..5, see winograd_fits).
 
     Returns
     -------
@@ -200,6 +265,7 @@ def conv_backward_data(g, w, dilation, in_shape, out=None, accumulate=False, nth
     _fill3(cd, d)
     cdef int64_t ni = n_in, no = n_out
     cdef int acc = 1 if accumulate else 0
+    cdef int wino = _winograd(winograd, k)
     cdef int nt = nthreads
     cdef void *pg = cnp.PyArray_DATA(g)
     cdef void *pw = cnp.PyArray_DATA(w)
@@ -207,17 +273,26 @@ def conv_backward_data(g, w, dilation, in_shape, out=None, accumulate=False, nth
     cdef int st
     if g.dtype == np.float32:
         with nogil:
-            st = znn_direct_backward_data_s(<float *>pg, <float *>pw, <float *>px, ni, no,
-                                            cin, ck, cd, acc, nt)
+            if wino:
+                st = znn_wino_backward_data_s(<float *>pg, <float *>pw, <float *>px, ni, no, cin,
+                                              ck, cd, wino, acc, nt)
+            else:
+                st = znn_direct_backward_data_s(<float *>pg, <float *>pw, <float *>px, ni, no, cin,
+                                                ck, cd, acc, nt)
     else:
         with nogil:
-            st = znn_direct_backward_data_d(<double *>pg, <double *>pw, <double *>px, ni, no,
-                                            cin, ck, cd, acc, nt)
+            if wino:
+                st = znn_wino_backward_data_d(<double *>pg, <double *>pw, <double *>px, ni, no,
+                                              cin, ck, cd, wino, acc, nt)
+            else:
+                st = znn_direct_backward_data_d(<double *>pg, <double *>pw, <double *>px, ni, no,
+                                                cin, ck, cd, acc, nt)
     check(st)
     return dx
 
 
-def conv_backward_weight(x, g, dilation, out=None, accumulate=False, nthreads=0):
+def conv_backward_weight(x, g, dilation, out=None, accumulate=False, nthreads=0,
+                         winograd=0):
     """Weight gradient dw[i,j,t] = sum_p g[j,p] * x[i, p+(K-1-t)*d].
 
     The kernel shape is K = in - out with dilation removed: K-1 = (X - X') / d per axis.
@@ -232,6 +307,9 @@ def conv_backward_weight(x, g, dilation, out=None, accumulate=False, nthreads=0)
         Add the result to `out` instead of overwriting it.
     nthreads : int
         Threads to use; <= 0 means every core.
+    winograd : 0, 6 or 8
+        0: the GEMM lowering; 6 or 8: the Winograd kernels with tiles of that many inputs per
+        axis in y and x (needs y and x kernel lengths 2..5, see winograd_fits).
 
     Returns
     -------
@@ -259,6 +337,7 @@ def conv_backward_weight(x, g, dilation, out=None, accumulate=False, nthreads=0)
     _fill3(cd, d)
     cdef int64_t ni = n_in, no = n_out
     cdef int acc = 1 if accumulate else 0
+    cdef int wino = _winograd(winograd, k)
     cdef int nt = nthreads
     cdef void *px = cnp.PyArray_DATA(x)
     cdef void *pg = cnp.PyArray_DATA(g)
@@ -266,11 +345,19 @@ def conv_backward_weight(x, g, dilation, out=None, accumulate=False, nthreads=0)
     cdef int st
     if x.dtype == np.float32:
         with nogil:
-            st = znn_direct_backward_weight_s(<float *>px, <float *>pg, <float *>pw, ni, no,
-                                              cin, ck, cd, acc, nt)
+            if wino:
+                st = znn_wino_backward_weight_s(<float *>px, <float *>pg, <float *>pw, ni, no, cin,
+                                                ck, cd, wino, acc, nt)
+            else:
+                st = znn_direct_backward_weight_s(<float *>px, <float *>pg, <float *>pw, ni, no,
+                                                  cin, ck, cd, acc, nt)
     else:
         with nogil:
-            st = znn_direct_backward_weight_d(<double *>px, <double *>pg, <double *>pw, ni, no,
-                                              cin, ck, cd, acc, nt)
+            if wino:
+                st = znn_wino_backward_weight_d(<double *>px, <double *>pg, <double *>pw, ni, no,
+                                                cin, ck, cd, wino, acc, nt)
+            else:
+                st = znn_direct_backward_weight_d(<double *>px, <double *>pg, <double *>pw, ni, no,
+                                                  cin, ck, cd, acc, nt)
     check(st)
     return dw

@@ -47,6 +47,8 @@ def _table(net, report):
             choice = r["choice"]
             if choice == "fft" and r.get("fft_engine"):
                 choice += f" ({r['fft_engine']})"
+            if choice == "direct" and r.get("winograd"):
+                choice += f" (winograd {r['winograd']})"
             rows.append(base + [_ms(r["fft"]), _ms(r["direct"]), choice,
                                 human(r["fft_bytes"]), _speedup(r)])
     widths = [max(len(str(row[i])) for row in [head] + rows) for i in range(len(head))]

@@ -28,6 +28,9 @@ def best_time(fn, repeats=2, warmup=1):
 def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     """Seconds per pass of one conv edge in each mode: {'fft': s, 'direct': s}.
 
+    Direct mode is timed with the GEMM lowering and, for kernels with Winograd tiles, with
+    each tile size; the fastest is kept ('winograd': its points, 0 for GEMM).
+
     Drives the edge's own methods, so it times whatever engine the network runs.
     training=True times forward + backward (weight gradient, and the input gradient when
     the input node needs one) with the kernel spectra recomputed every pass, as after every
@@ -57,7 +60,7 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
         if training:
             e.backward(g)
 
-    saved_engine = e.fft_engine
+    saved_engine, saved_winograd = e.fft_engine, e.winograd
     try:
         times = {"fft": None, "direct": None}
         if fft:
@@ -75,11 +78,15 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
                         times["fft_engine"] = engine
             e.fft_engine = saved_engine
         e.mode = "direct"
-        times["direct"] = best_time(direct_pass, repeats)
+        for points in (0,) + (K.WINOGRAD_POINTS if K.winograd_fits(e.ksize) else ()):
+            e.winograd = points
+            t = best_time(direct_pass, repeats)
+            if times["direct"] is None or t < times["direct"]:
+                times["direct"], times["winograd"] = t, points
         return times
     finally:
         e.grad[...] = saved_grad  # in place: optimizers hold this array
-        e.mode, e.fft_engine = saved_mode, saved_engine
+        e.mode, e.fft_engine, e.winograd = saved_mode, saved_engine, saved_winograd
         e.release()
         e.invalidate_spectra()  # timing must not leave every layer's spectra in memory
 
@@ -107,6 +114,8 @@ def time_network(net, *, training, repeats=2, budget=None, progress=None):
                           "fft_shape": list(e.fft_shape)}
         if "fft_engine" in t:
             layers[e.name]["fft_engine"] = t["fft_engine"]
+        if t.get("winograd"):
+            layers[e.name]["winograd"] = t["winograd"]
     return layers
 
 
@@ -123,9 +132,11 @@ def choose_modes(net, layers, *, training, budget=None):
         choice = "fft" if fft_ok and t["fft"] < t["direct"] else "direct"
         note = "" if fft_ok else "fft over budget (not timed)"
         e.fft_engine = t.get("fft_engine")  # the forward-only FFT engine that was faster
+        e.winograd = t.get("winograd", 0)  # the direct kernels that were faster
         report[e.name] = {"fft": t.get("fft"), "direct": t["direct"],
                           "fft_bytes": int(t.get("fft_bytes", e.spectra_bytes(training))),
-                          "choice": choice, "note": note, "fft_engine": e.fft_engine}
+                          "choice": choice, "note": note, "fft_engine": e.fft_engine,
+                          "winograd": e.winograd}
     net.set_conv_mode({k: v["choice"] for k, v in report.items()})
     if budget is not None:
         fft_edges = sorted((e for e in timed_edges(net) if e.mode == "fft"),

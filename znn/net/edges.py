@@ -145,6 +145,7 @@ class Conv(Edge):
         self.file_fft = bool(spec.fft)  # the `fft` flag of the .znn file, or of a loaded .h5
         self._held = {}  # engine -> (layout key, filters, kernel spectra): see _cached
         self.fft_engine = None  # forward-only FFT engine: 'blocked', 'whole' or None (model)
+        self.winograd = 0  # direct mode: 0 = GEMM lowering, 6 or 8 = Winograd tile points
 
     @property
     def is_fft(self):
@@ -153,17 +154,19 @@ class Conv(Edge):
     def tie(self):
         tie_blocks(self.filters, self.spec.repeat)
 
-    # -- direct -------------------------------------------------------------------------------
+    # -- direct (GEMM lowering, or Winograd tiles when `winograd` is 6 or 8) -------------------
     def forward(self, x):
         self._x = x
-        return K.conv_forward(x, self.filters, self.dilation, nthreads=self.threads)
+        return K.conv_forward(x, self.filters, self.dilation, nthreads=self.threads,
+                              winograd=self.winograd)
 
     def backward(self, g):
-        K.conv_backward_weight(self._x, g, self.dilation, out=self.grad, nthreads=self.threads)
+        K.conv_backward_weight(self._x, g, self.dilation, out=self.grad, nthreads=self.threads,
+                               winograd=self.winograd)
         if not self.src.needs_grad:
             return None
         return K.conv_backward_data(g, self.filters, self.dilation, tuple(self.src.size),
-                                    nthreads=self.threads)
+                                    nthreads=self.threads, winograd=self.winograd)
 
     # -- FFT ------------------------------------------------------------------------------------
     @property

@@ -12,7 +12,10 @@ File format (UTF-8 JSON, written atomically)::
              "repeats": timed passes per mode, "created": "2025-01-31T12:00:00Z",
              "layers": {conv layer: {"fft": seconds | null, "direct": seconds,
                                      "fft_bytes": kernel spectra bytes,
-                                     "fft_shape": [z, y, x] of its transforms}}}
+                                     "fft_shape": [z, y, x] of its transforms,
+                                     "fft_engine": "whole" | "blocked" (forward plans),
+                                     "winograd": 6 | 8 (when Winograd tiles of that
+                                                 size beat the GEMM lowering)}}}
 
 `layers` holds raw times only ("fft" is null when the layer's spectra alone exceeded the
 memory budget and FFT was not timed); the fft/direct choice is made when the plan is used,
@@ -79,6 +82,8 @@ class PlanEntry:
                 raise ValueError(f"bad times for layer '{name}'")
             if t.get("fft_engine") not in (None, "blocked", "whole"):
                 raise ValueError(f"bad fft_engine for layer '{name}'")
+            if t.get("winograd", 0) not in (0, 6, 8) or isinstance(t.get("winograd"), bool):
+                raise ValueError(f"bad winograd for layer '{name}'")
         if entry.mode not in ("train", "forward") or len(entry.output_size) != 3:
             raise ValueError("bad mode or output_size")
         return entry

@@ -1,0 +1,139 @@
+"""Winograd tiles of the direct convolution kernels (znn._core._direct, winograd=6|8) against
+the numpy tap-loop reference, the GEMM lowering and finite differences."""
+import numpy as np
+import pytest
+
+import reference_numpy as R
+from znn._core import _direct as D
+
+POINTS = (6, 8)
+# (n_in, n_out, input shape, kernel, dilation): every y/x kernel length 2..5, dilations below,
+# equal to and above the tile size, 3D kernels, rows shorter than one tile, one-voxel outputs
+CASES = [
+    (2, 3, (1, 9, 11), (1, 3, 3), (1, 1, 1)),
+    (3, 2, (1, 20, 17), (1, 4, 4), (1, 2, 2)),
+    (2, 2, (1, 23, 31), (1, 5, 5), (1, 3, 2)),
+    (4, 5, (5, 13, 12), (2, 3, 3), (1, 1, 1)),
+    (3, 2, (9, 14, 15), (3, 2, 4), (2, 2, 3)),
+    (1, 1, (1, 6, 6), (1, 2, 5), (1, 1, 1)),
+    (2, 3, (4, 8, 9), (2, 3, 2), (3, 1, 2)),
+    (2, 2, (1, 40, 37), (1, 3, 3), (1, 16, 16)),
+    (1, 2, (1, 3, 4), (1, 3, 4), (1, 1, 1)),
+    (3, 1, (2, 30, 7), (1, 4, 2), (1, 9, 5)),
+]
+IDS = ["3x3", "4x4-d2", "5x5-d3x2", "2x3x3", "3x2x4-d2x2x3", "2x5", "2x3x2-d3x1x2",
+       "3x3-d16", "1-voxel", "4x2-d9x5"]
+
+
+def _data(case, dtype, seed=0):
+    n_in, n_out, ins, k, d = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_in,) + ins).astype(dtype)
+    w = rng.standard_normal((n_in, n_out) + k).astype(dtype)
+    out = tuple(n - (kk - 1) * dd for n, kk, dd in zip(ins, k, d))
+    g = rng.standard_normal((n_out,) + out).astype(dtype)
+    return x, w, g, d
+
+
+def _close(got, want, dtype):
+    """Max error relative to the largest reference value: 1e-12 (float64), 2e-5 (float32)."""
+    scale = max(float(np.abs(want).max()), 1e-30)
+    err = float(np.abs(got.astype(np.float64) - want).max()) / scale
+    assert err < (1e-12 if dtype == np.float64 else 2e-5), err
+
+
+@pytest.mark.parametrize("points", POINTS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_passes_match_the_numpy_reference(case, dtype, points):
+    x, w, g, d = _data(case, dtype)
+    ins = x.shape[1:]
+    y = D.conv_forward(x, w, d, winograd=points)
+    _close(y, R.conv_valid(x.astype(np.float64), w.astype(np.float64), d), dtype)
+    dx = D.conv_backward_data(g, w, d, ins, winograd=points)
+    _close(dx, R.conv_backward_data(g.astype(np.float64), w.astype(np.float64), d, ins), dtype)
+    dw = D.conv_backward_weight(x, g, d, winograd=points)
+    _close(dw, R.conv_backward_weight(x.astype(np.float64), g.astype(np.float64), d), dtype)
+
+
+@pytest.mark.parametrize("points", POINTS)
+def test_gradients_match_finite_differences(points):
+    """Loss L = sum(c * y(x, w)): dL/dw and dL/dx from the Winograd backward passes against
+    central differences of the Winograd forward pass (float64)."""
+    x, w, c, d = _data((2, 2, (3, 9, 10), (2, 3, 4), (1, 2, 1)), np.float64, seed=3)
+
+    def loss(xx, ww):
+        return float(np.sum(c * D.conv_forward(xx, ww, d, winograd=points)))
+    dw = D.conv_backward_weight(x, c, d, winograd=points)
+    dx = D.conv_backward_data(c, w, d, x.shape[1:], winograd=points)
+    rng, h = np.random.default_rng(4), 1e-5
+    for _ in range(12):
+        i = tuple(int(rng.integers(0, n)) for n in w.shape)
+        e = np.zeros_like(w)
+        e[i] = h
+        assert abs((loss(x, w + e) - loss(x, w - e)) / (2 * h) - dw[i]) < 1e-7 * (1 + abs(dw[i]))
+        j = tuple(int(rng.integers(0, n)) for n in x.shape)
+        e = np.zeros_like(x)
+        e[j] = h
+        assert abs((loss(x + e, w) - loss(x - e, w)) / (2 * h) - dx[j]) < 1e-7 * (1 + abs(dx[j]))
+
+
+@pytest.mark.parametrize("points", POINTS)
+def test_accumulate_and_out(points):
+    x, w, g, d = _data(CASES[3], np.float64)
+    base = np.full((w.shape[1],) + g.shape[1:], 0.5)
+    y = D.conv_forward(x, w, d, out=base.copy(), accumulate=True, winograd=points)
+    _close(y - 0.5, D.conv_forward(x, w, d), np.float64)
+    dxb = np.full(x.shape, -1.0)
+    dx = D.conv_backward_data(g, w, d, x.shape[1:], out=dxb, accumulate=True, winograd=points)
+    assert dx is dxb
+    _close(dx + 1.0, D.conv_backward_data(g, w, d, x.shape[1:]), np.float64)
+    dwb = np.ones(w.shape)
+    D.conv_backward_weight(x, g, d, out=dwb, accumulate=True, winograd=points)
+    _close(dwb - 1.0, D.conv_backward_weight(x, g, d), np.float64)
+    over = np.full((w.shape[1],) + g.shape[1:], 7.0)  # no accumulate: overwritten everywhere
+    _close(D.conv_forward(x, w, d, out=over, winograd=points), D.conv_forward(x, w, d),
+           np.float64)
+
+
+@pytest.mark.parametrize("points", POINTS)
+def test_many_small_items_and_threads_give_the_same_result(monkeypatch, points):
+    """One tile row per item (ZNN_WINO_BAND=1) and 1 or 2 threads: the items are independent
+    and the weight gradient's partial sums are added in a fixed order."""
+    x, w, g, d = _data((3, 4, (4, 26, 21), (2, 3, 3), (1, 2, 1)), np.float32)
+    ins = x.shape[1:]
+
+    def run(nt):
+        return (D.conv_forward(x, w, d, nthreads=nt, winograd=points),
+                D.conv_backward_data(g, w, d, ins, nthreads=nt, winograd=points),
+                D.conv_backward_weight(x, g, d, nthreads=nt, winograd=points))
+    one, two = run(1), run(2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.setenv("ZNN_WINO_BAND", "1")
+    for a, b in zip(run(2), one):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5 * float(np.abs(b).max()))
+
+
+def test_no_maps():
+    x = np.zeros((0, 1, 6, 6))
+    w = np.zeros((0, 2, 1, 3, 3))
+    y = D.conv_forward(x, w, 1, winograd=6)
+    assert y.shape == (2, 1, 4, 4) and not y.any()
+    out = np.ones((2, 1, 4, 4))
+    assert (D.conv_forward(x, w, 1, out=out, accumulate=True, winograd=6) == 1).all()
+    g = np.ones((2, 1, 4, 4))
+    assert D.conv_backward_weight(x, g, 1, winograd=8).shape == (0, 2, 1, 3, 3)
+
+
+def test_kernels_without_tiles_and_bad_points_are_refused():
+    assert D.winograd_fits((1, 3, 3)) and D.winograd_fits((7, 2, 5))
+    assert not D.winograd_fits((1, 1, 3)) and not D.winograd_fits((1, 3, 6))
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="kernel y and x lengths 2..5"):
+        D.conv_forward(x, np.zeros((1, 1, 1, 1, 3), np.float32), 1, winograd=6)
+    with pytest.raises(ValueError, match="kernel y and x lengths 2..5"):
+        D.conv_backward_weight(x, np.zeros((1, 1, 8, 2), np.float32), 1, winograd=8)
+    for bad in (7, True, "6"):
+        with pytest.raises(ValueError, match="winograd must be 0 or one of"):
+            D.conv_forward(x, np.zeros((1, 1, 1, 3, 3), np.float32), 1, winograd=bad)

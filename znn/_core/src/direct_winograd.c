@@ -1,0 +1,243 @@
+/* Winograd convolution (direct_winograd.h): tile matrices, pass geometry, float/double
+ * instantiation and the public entry points. */
+#include "direct_winograd.h"
+
+#include <limits.h>
+#include <mkl.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WINO_MAXA 8     /* array bound of the tile matrices */
+#define WINO_TILES 256  /* tiles per band (GEMM columns) the band height aims at */
+#define WINO_BUDGET ((int64_t)4 << 20)  /* bytes of transformed inputs per item */
+#define WINO_GROUPS 16  /* weight-gradient partial sums (fixed: thread-count independent) */
+
+/* The tile transforms are compiled for AVX-512, AVX2+FMA and the baseline, picked at load
+ * time (the build does not assume -march=native). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define WINO_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
+#else
+#define WINO_CLONES
+#endif
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+int znn_wino_tile(int64_t r, int points)
+{
+    if (r < 2 || r > 5 || (points != 6 && points != 8)) return 0;
+    return points + 1 - (int)r;
+}
+
+/* Minimal filtering F(m, r) for correlation y_i = sum_k g_k x_{i+k} (i < m, k < r), with
+ * a = m + r - 1 points p_0..p_{a-2} and infinity:  y = AT [(G g) (.) (BT x)].
+ *   AT[i][j] = p_j^i,                 AT[i][a-1] = [i == m-1]
+ *   G[j][k]  = p_j^k / prod_{l!=j}(p_j - p_l),   G[a-1][k] = [k == r-1]
+ *   BT[j][n] = coefficient of t^n in prod_{l!=j}(t - p_l),  BT[a-1][n] in prod_l (t - p_l)
+ * (the transpose of Toom-Cook linear convolution: evaluate at the points, multiply,
+ * interpolate with Lagrange polynomials). */
+typedef struct {
+    int m, r, a;
+    double AT[WINO_MAXA][WINO_MAXA], G[WINO_MAXA][WINO_MAXA], BT[WINO_MAXA][WINO_MAXA];
+} wmat;
+
+static void poly_from_roots(const double *p, int n, int skip, double *coef)
+{
+    int deg = 0;
+    coef[0] = 1;
+    for (int l = 0; l < n; l++) {
+        if (l == skip) continue;
+        coef[deg + 1] = 0;
+        for (int i = deg + 1; i > 0; i--) coef[i] = coef[i - 1] - p[l] * coef[i];
+        coef[0] = -p[l] * coef[0];
+        deg++;
+    }
+}
+
+static void wmat_init(wmat *W, int m, int r)
+{
+    static const double pts[WINO_MAXA - 1] = {0, 1, -1, 2, -2, 0.5, -0.5};
+    const int a = m + r - 1, n = a - 1;
+    memset(W, 0, sizeof *W);
+    W->m = m;
+    W->r = r;
+    W->a = a;
+    for (int j = 0; j < n; j++) {
+        double den = 1, pw = 1;
+        for (int l = 0; l < n; l++)
+            if (l != j) den *= pts[j] - pts[l];
+        for (int i = 0; i < m; i++, pw *= pts[j]) W->AT[i][j] = pw;
+        pw = 1;
+        for (int k = 0; k < r; k++, pw *= pts[j]) W->G[j][k] = pw / den;
+        poly_from_roots(pts, n, j, W->BT[j]);
+    }
+    W->AT[m - 1][a - 1] = 1;
+    W->G[a - 1][r - 1] = 1;
+    poly_from_roots(pts, n, -1, W->BT[a - 1]);
+}
+
+/* One correlation pass: dst[j, p] (+)= sum_i sum_t src[i, p - off + t*d] * Kc[j, i, t]
+ * (zero outside src), tiled in y and x. */
+typedef struct {
+    int64_t ns, nd;              /* source / destination maps */
+    int64_t src[3], dst[3];      /* spatial shapes */
+    int64_t k[3], d[3], off[3];  /* kernel (correlation order), dilation, source offset */
+    wmat W[2];                   /* y and x tile matrices */
+    int64_t nt[2];               /* tiles per axis */
+    int64_t *t0[2], *tn[2];      /* per tile: first output position, outputs inside dst */
+    int64_t cx;                  /* x residue classes: tile column t = k * cx + r */
+    int64_t rows, nbands;        /* tile rows per band, bands */
+    int64_t zc, nzc, nitems;     /* output slices per item, items per band, items */
+} wgeom;
+
+static void wgeom_free(wgeom *G)
+{
+    for (int a = 0; a < 2; a++) {
+        free(G->t0[a]);
+        free(G->tn[a]);
+        G->t0[a] = G->tn[a] = NULL;
+    }
+
+}
+
+/* Tiles of an axis of n outputs with dilation d and m outputs per tile, class by class. */
+static int64_t axis_tiles(int64_t n, int64_t d, int64_t m, int64_t *t0, int64_t *tn)
+{
+    int64_t c = 0;
+    for (int64_t r = 0; r < min64(d, n); r++) {
+        const int64_t nr = (n - r + d - 1) / d;
+        for (int64_t s = 0; s < nr; s += m, c++) {
+            if (t0) { t0[c] = r + s * d; tn[c] = min64(m, nr - s); }
+        }
+    }
+    return c;
+}
+
+/* Tile columns of x: t = k * cx + r (cx = min(d, n) classes, k-th tile of each class, the
+ * same count K for all), so that the columns of consecutive classes are adjacent in memory;
+ * a tile may hold fewer than m outputs, or none. */
+static int64_t axis_tiles_x(int64_t n, int64_t d, int64_t m, int64_t *t0, int64_t *tn)
+{
+    const int64_t cx = min64(d, n), K = ((n + d - 1) / d + m - 1) / m;
+    for (int64_t k = 0; t0 && k < K; k++)
+        for (int64_t r = 0; r < cx; r++) {
+            const int64_t at = r + d * m * k;
+            t0[k * cx + r] = at;
+            tn[k * cx + r] = at < n ? min64(m, (n - at + d - 1) / d) : 0;
+        }
+    return K * cx;
+}
+
+static int wgeom_init(wgeom *G, int64_t ns, int64_t nd, const int64_t *src, const int64_t *dst,
+                      const int64_t *k, const int64_t *d, const int64_t *off, int points,
+                      size_t rsize)
+{
+    memset(G, 0, sizeof *G);
+    G->ns = ns;
+    G->nd = nd;
+    for (int a = 0; a < 3; a++) {
+        G->src[a] = src[a];
+        G->dst[a] = dst[a];
+        G->k[a] = k[a];
+        G->d[a] = d[a];
+        G->off[a] = off[a];
+    }
+    for (int a = 0; a < 2; a++) {
+        const int m = znn_wino_tile(k[a + 1], points);
+        if (!m)
+            return znn_fail(ZNN_ERR_ARG, "winograd conv: kernel %lldx%lldx%lld with %d points: y "
+                            "and x lengths must be 2..5 and points 6 or 8", (long long)k[0],
+                            (long long)k[1], (long long)k[2], points);
+        wmat_init(&G->W[a], m, (int)k[a + 1]);
+        const int64_t n = a ? axis_tiles_x(dst[2], d[2], m, NULL, NULL)
+                            : axis_tiles(dst[1], d[1], m, NULL, NULL);
+        G->nt[a] = n;
+        G->t0[a] = malloc((size_t)n * sizeof(int64_t));
+        G->tn[a] = malloc((size_t)n * sizeof(int64_t));
+        if (!G->t0[a] || !G->tn[a]) {
+            wgeom_free(G);
+            return znn_fail(ZNN_ERR_NOMEM, "winograd conv: out of memory");
+        }
+        if (a)
+            axis_tiles_x(dst[2], d[2], m, G->t0[1], G->tn[1]);
+        else
+            axis_tiles(dst[1], d[1], m, G->t0[0], G->tn[0]);
+    }
+    const int64_t ntx = G->nt[1], a2 = (int64_t)G->W[0].a * G->W[1].a;
+    G->cx = min64(d[2], dst[2]);
+    G->rows = min64(G->nt[0], (WINO_TILES + ntx - 1) / ntx);
+    const char *env = getenv("ZNN_WINO_BAND");
+    if (env && atol(env) > 0) G->rows = min64(G->nt[0], atol(env));
+    G->nbands = (G->nt[0] + G->rows - 1) / G->rows;
+    /* Output slices per item: all z taps of a slice need their source slices transformed,
+     * so items of several slices share them, as far as the budget allows. */
+    const int64_t span = (k[0] - 1) * d[0];
+    const int64_t slice = a2 * max64(ns, 1) * G->rows * ntx * (int64_t)rsize;
+    G->zc = k[0] == 1 ? 1 : max64(1, min64(dst[0], WINO_BUDGET / slice - span));
+    G->nzc = (dst[0] + G->zc - 1) / G->zc;
+    G->nitems = G->nbands * G->nzc;
+    if (ns > INT_MAX / 64 || nd > INT_MAX / 64 || G->rows * ntx * max64(ns, nd) > INT_MAX) {
+        wgeom_free(G);
+        return znn_fail(ZNN_ERR_ARG, "winograd conv: too many maps for 32-bit BLAS indices");
+    }
+    return ZNN_OK;
+}
+
+#define REAL float
+#define SFX(name) name##_s
+#define GEMM_BATCH cblas_sgemm_batch_strided
+#include "direct_winograd.inc"
+#undef REAL
+#undef SFX
+#undef GEMM_BATCH
+
+#define REAL double
+#define SFX(name) name##_d
+#define GEMM_BATCH cblas_dgemm_batch_strided
+#include "direct_winograd.inc"
+#undef REAL
+#undef SFX
+#undef GEMM_BATCH
+
+/* Shapes of the three passes from the forward geometry (in_shape, k, d). */
+static int pass_shapes(const int64_t *in, const int64_t *k, const int64_t *d, int64_t *out)
+{
+    for (int a = 0; a < 3; a++) {
+        if (k[a] < 1 || d[a] < 1 || in[a] < 1)
+            return znn_fail(ZNN_ERR_ARG, "winograd conv: axis %d: in=%lld k=%lld d=%lld must "
+                            "be >= 1", a, (long long)in[a], (long long)k[a], (long long)d[a]);
+        out[a] = in[a] - (k[a] - 1) * d[a];
+        if (out[a] < 1)
+            return znn_fail(ZNN_ERR_ARG, "winograd conv: axis %d: dilated kernel larger than "
+                            "the input", a);
+    }
+    return ZNN_OK;
+}
+
+#define ZNN_WINO_ENTRY(pub, impl, T, A, B, OUT, BACKDATA)                                    \
+    int pub(const T *A, const T *B, T *OUT, int64_t n_in, int64_t n_out,                       \
+            const int64_t *in_shape, const int64_t *k, const int64_t *d, int points,          \
+            int accumulate, int nthreads)                                                      \
+    {                                                                                          \
+        int64_t out[3], zero[3] = {0, 0, 0}, off[3];                                           \
+        int st = pass_shapes(in_shape, k, d, out);                                             \
+        if (st != ZNN_OK) return st;                                                           \
+        for (int a = 0; a < 3; a++) off[a] = (k[a] - 1) * d[a];                                \
+        wgeom G;                                                                               \
+        if (BACKDATA)                                                                          \
+            st = wgeom_init(&G, n_out, n_in, out, in_shape, k, d, off, points, sizeof(T));    \
+        else                                                                                   \
+            st = wgeom_init(&G, n_in, n_out, in_shape, out, k, d, zero, points, sizeof(T));   \
+        if (st != ZNN_OK) return st;                                                           \
+        st = impl(A, B, OUT, &G, accumulate, znn_threads(nthreads));                           \
+        wgeom_free(&G);                                                                        \
+        return st;                                                                             \
+    }
+
+ZNN_WINO_ENTRY(znn_wino_forward_s, forward_s, float, x, w, y, 0)
+ZNN_WINO_ENTRY(znn_wino_forward_d, forward_d, double, x, w, y, 0)
+ZNN_WINO_ENTRY(znn_wino_backward_data_s, backward_data_s, float, g, w, dx, 1)
+ZNN_WINO_ENTRY(znn_wino_backward_data_d, backward_data_d, double, g, w, dx, 1)
+ZNN_WINO_ENTRY(znn_wino_backward_weight_s, backward_weight_s, float, x, g, dw, 0)
+ZNN_WINO_ENTRY(znn_wino_backward_weight_d, backward_weight_d, double, x, g, dw, 0)
