@@ -267,6 +267,10 @@ SUBPROCESS = textwrap.dedent("""
             res[f"y{dt}{nt}"] = D.conv_forward(x, w, d, nthreads=nt)
             res[f"dx{dt}{nt}"] = D.conv_backward_data(g, w, d, ins, nthreads=nt)
             res[f"dw{dt}{nt}"] = D.conv_backward_weight(x, g, d, nthreads=nt)
+            # Winograd tiles: the batched GEMMs are plain loops in this build too
+            res[f"wy{dt}{nt}"] = D.conv_forward(x, w, d, nthreads=nt, winograd=6)
+            res[f"wdx{dt}{nt}"] = D.conv_backward_data(g, w, d, ins, nthreads=nt, winograd=8)
+            res[f"wdw{dt}{nt}"] = D.conv_backward_weight(x, g, d, nthreads=nt, winograd=6)
         base = data["y"].astype(dt)
         res[f"acc{dt}"] = D.conv_forward(x, w, d, out=base.copy(), accumulate=True)
     np.savez(sys.argv[3], **res)
@@ -308,5 +312,8 @@ def test_plain_loop_build_matches(tmp_path):
         for name, expected in ref.items():
             for nt in (1, 2):
                 assert_close(res[f"{name}{dt}{nt}"], expected.astype(np.float64), dtype)
+                np.testing.assert_allclose(res[f"w{name}{dt}{nt}"], expected,
+                                           rtol=1e-10 if dt == "f8" else 2e-4,
+                                           atol=1e-10 if dt == "f8" else 2e-4)
         assert_close(res[f"acc{dt}"], ref["y"].astype(np.float64) + y0.astype(dtype), dtype)
     assert time.perf_counter() - t0 < 120

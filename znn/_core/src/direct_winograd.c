@@ -3,7 +3,7 @@
 #include "direct_winograd.h"
 
 #include <limits.h>
-#include <mkl.h>
+#include <mkl.h>  /* batch GEMM (ZNN_USE_MKL_DIRECT_CONV) and mkl_set_num_threads_local */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +11,7 @@
 #define WINO_MAXA 8     /* array bound of the tile matrices */
 #define WINO_TILES 256  /* tiles per band (GEMM columns) the band height aims at */
 #define WINO_BUDGET ((int64_t)4 << 20)  /* bytes of transformed inputs per item */
+#define WINO_RUN 8      /* x classes from which rows are split in runs of one per class */
 #define WINO_GROUPS 16  /* weight-gradient partial sums (fixed: thread-count independent) */
 
 /* The tile transforms are compiled for AVX-512, AVX2+FMA and the baseline, picked at load

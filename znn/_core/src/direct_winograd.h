@@ -20,10 +20,11 @@
  * exact arithmetic; in floating point the error is a few times that of direct convolution.
  *
  * Work: bands of tile rows times a run of output slices, one item per thread at a time; all
- * input maps of an item are transformed, then one batched GEMM per z tap multiplies the 36
+ * input maps of an item are transformed, then one batched GEMM per z tap multiplies the
  * (n_dst x n_src) transformed kernels with the (n_src x tiles) transformed inputs (MKL,
- * single-threaded inside).  The weight gradient sums items into a fixed number of groups
- * that are added in order, so results do not depend on the thread count.
+ * single-threaded inside; plain C loops in builds without ZNN_USE_MKL_DIRECT_CONV).  The
+ * weight gradient sums items into a fixed number of groups that are added in order, so
+ * results do not depend on the thread count.
  *
  * Status: as direct.h; ZNN_ERR_ARG also when a kernel's y or x length is outside 2..5.
  * ZNN_WINO_BAND (tile rows per band, read on every call) overrides the band height; tests
