@@ -117,10 +117,15 @@ static int64_t axis_tiles(int64_t n, int64_t d, int64_t m, int64_t *t0, int64_t 
 
 /* Tile columns of x: t = k * cx + r (cx = min(d, n) classes, k-th tile of each class, the
  * same count K for all), so that the columns of consecutive classes are adjacent in memory;
- * a tile may hold fewer than m outputs, or none. */
+ * a tile may hold fewer than m outputs, or none (past the end, reading zeros). */
 static int64_t axis_tiles_x(int64_t n, int64_t d, int64_t m, int64_t *t0, int64_t *tn)
 {
-    const int64_t cx = min64(d, n), K = ((n + d - 1) / d + m - 1) / m;
+    const int64_t cx = min64(d, n), K0 = ((n + d - 1) / d + m - 1) / m;
+    /* Rows of a multiple of 8 tiles keep the transforms' loops free of scalar remainders:
+     * empty tiles are added when that costs at most an eighth more. */
+    int64_t K = K0;
+    while ((K * cx) % 8 && (K + 1 - K0) * 8 <= K0) K++;
+    if ((K * cx) % 8) K = K0;
     for (int64_t k = 0; t0 && k < K; k++)
         for (int64_t r = 0; r < cx; r++) {
             const int64_t at = r + d * m * k;
