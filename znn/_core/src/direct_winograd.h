@@ -10,9 +10,12 @@
  * m*m*r*r (6 points, r = 3: 36 instead of 144; 8 points, r = 5: 64 instead of 400).  More
  * points cost fewer products per output but more transform work per tile, more waste in the
  * partial tiles at the ends of short rows, and more rounding (float32, random data: relative
- * error ~1e-6 with 6 points, ~3e-6 with 8).  With dilation d a tile's outputs and inputs are d apart, so
- * every residue class of positions is tiled on its own.  Tiles past the end of a class read
- * zeros and their extra outputs are dropped.  The transforms are
+ * error ~1e-6 with 6 points, ~3e-6 with 8).
+ *
+ * With dilation d a tile's outputs and inputs are d apart, so every residue class of
+ * positions is tiled on its own; in x the tiles of all classes are interleaved (tile
+ * k * classes + r), so the transforms run over contiguous memory.  Tiles past the end of a
+ * class read zeros and their extra outputs are dropped.  The transforms are
  *     forward  Y = A^T [ sum_i (G g_ij G^T) (.) (B^T x_i B) ] A
  * and the two backward passes run the transposed maps (backward-data as a forward pass of the
  * zero-padded gradient with the unflipped kernel, the weight gradient as
