@@ -34,7 +34,8 @@ NOTES = """Notes:
 - Every (case, threads, framework) ran in its own fresh Python process (OMP_NUM_THREADS,
   MKL_NUM_THREADS, znn num_threads and torch.set_num_threads all set to the thread count).
 - Training: output voxels per second of one forward + backward + SGD (momentum 0.9) step on a
-  random patch; best of {repeats} steps after one warm-up step, same patch for both.
+  random patch; best of {repeats} steps after {warmup} warm-up steps (the first steps of a
+  fresh process pay for page faults and plans), same patch for both.
   Both compute the same dense network (PyTorch: conv3d with dilation, max_pool3d stride 1).
 - znn = per-layer modes from the conv plan, made as a user does: first a separate process
   runs optimize_network(net, training=..., budget={budget:.1f} GiB = half of the available
@@ -139,7 +140,7 @@ def znn_train(net_path, out, threads, fw, args):
         y = net.forward(x)
         net.backward({k: np.ones_like(v) for k, v in y.items()})
         opt.step()
-    return {**res, "seconds": best_time(step, repeats=args.repeats)}
+    return {**res, "seconds": best_time(step, repeats=args.repeats, warmup=args.warmup)}
 
 
 def torch_train(net_path, out, threads, args):
@@ -147,7 +148,8 @@ def torch_train(net_path, out, threads, args):
     from torch_nets import train_step
 
     net = build(net_path, out, threads)
-    return {"seconds": best_time(train_step(net), repeats=args.repeats)}
+    return {"seconds": best_time(train_step(net), repeats=args.repeats,
+                                  warmup=args.warmup)}
 
 
 def write_stack(folder, shape):
@@ -293,7 +295,8 @@ def case_setup(args, name):
 
 def child_cmd(args, case, threads, fw, workdir=None):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--case", case, "--framework", fw,
-           "--threads-one", str(threads), "--repeats", str(args.repeats), "--cap", str(args.cap),
+           "--threads-one", str(threads), "--repeats", str(args.repeats),
+           "--warmup", str(args.warmup), "--cap", str(args.cap),
            "--budget", f"{args.budget:.3f}"]
     if args.quick:
         cmd.append("--quick")
@@ -480,7 +483,7 @@ def run_parent(args):
         markdown_table(["case", "threads", "znn plan s", "znn modes",
                         "peak RSS GiB znn/fft/direct/torch", "znn s", "torch s",
                         "other CPU (cores) znn/torch"], detail_rows),
-        NOTES.format(repeats=args.repeats, cap=args.cap, budget=args.budget,
+        NOTES.format(repeats=args.repeats, warmup=args.warmup, cap=args.cap, budget=args.budget,
                      retries=args.retries, cores=os.cpu_count(),
                      wait=args.wait_idle)])
     print("\n" + text)
@@ -504,7 +507,8 @@ def parse(argv=None):
                     help="override a case's output patch (training) or volume (inference)")
     ap.add_argument("--net", action="append", metavar="CASE=FILE.znn",
                     help="run a case with another network file")
-    ap.add_argument("--repeats", type=int, default=2, help="timed training steps (best of)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed training steps (best of)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     ap.add_argument("--budget", type=float, default=None,
                     help="GiB for the conv plan / inference (default half of available)")
     ap.add_argument("--cap", type=float, default=12.0,
