@@ -33,31 +33,31 @@ cdef extern from "direct.h" nogil:
 
 cdef extern from "direct_winograd.h" nogil:
     int znn_wino_tile(int64_t r, int points)
-    int znn_wino_forward_s(const float *x, const float *w, float *y, int64_t n_in,
-                           int64_t n_out, const int64_t *in_shape, const int64_t *k,
-                           const int64_t *d, int points,
-                                int accumulate, int nthreads)
-    int znn_wino_forward_d(const double *x, const double *w, double *y, int64_t n_in,
-                           int64_t n_out, const int64_t *in_shape, const int64_t *k,
-                           const int64_t *d, int points,
-                                int accumulate, int nthreads)
-    int znn_wino_backward_data_s(const float *g, const float *w, float *dx, int64_t n_in,
-                                 int64_t n_out, const int64_t *in_shape, const int64_t *k,
-                                 const int64_t *d, int points,
-                                int accumulate, int nthreads)
-    int znn_wino_backward_data_d(const double *g, const double *w, double *dx, int64_t n_in,
-                                 int64_t n_out, const int64_t *in_shape, const int64_t *k,
-                                 const int64_t *d, int points,
-                                int accumulate, int nthreads)
-    int znn_wino_backward_weight_s(const float *x, const float *g, float *dw, int64_t n_in,
-                                   int64_t n_out, const int64_t *in_shape, const int64_t *k,
-                                   const int64_t *d, int points,
-                                int accumulate, int nthreads)
-    int znn_wino_backward_weight_d(const double *x, const double *g, double *dw,
-                                   int64_t n_in, int64_t n_out, const int64_t *in_shape,
-                                   const int64_t *k, const int64_t *d, int points,
-                                int accumulate,
-                                   int nthreads)
+    # forward (x, w -> y), backward data (g, w -> dx), weight gradient (x, g -> dw)
+    int znn_wino_forward_s(
+            const float *x, const float *w, float *y, int64_t n_in, int64_t n_out,
+            const int64_t *in_shape, const int64_t *k, const int64_t *d, int points,
+            int accumulate, int nthreads)
+    int znn_wino_forward_d(
+            const double *x, const double *w, double *y, int64_t n_in, int64_t n_out,
+            const int64_t *in_shape, const int64_t *k, const int64_t *d, int points,
+            int accumulate, int nthreads)
+    int znn_wino_backward_data_s(
+            const float *g, const float *w, float *dx, int64_t n_in, int64_t n_out,
+            const int64_t *in_shape, const int64_t *k, const int64_t *d, int points,
+            int accumulate, int nthreads)
+    int znn_wino_backward_data_d(
+            const double *g, const double *w, double *dx, int64_t n_in, int64_t n_out,
+            const int64_t *in_shape, const int64_t *k, const int64_t *d, int points,
+            int accumulate, int nthreads)
+    int znn_wino_backward_weight_s(
+            const float *x, const float *g, float *dw, int64_t n_in, int64_t n_out,
+            const int64_t *in_shape, const int64_t *k, const int64_t *d, int points,
+            int accumulate, int nthreads)
+    int znn_wino_backward_weight_d(
+            const double *x, const double *g, double *dw, int64_t n_in, int64_t n_out,
+            const int64_t *in_shape, const int64_t *k, const int64_t *d, int points,
+            int accumulate, int nthreads)
 
 #: True when built with ZNN_USE_MKL_DIRECT_CONV=1 (GEMM lowering on MKL), False for plain loops.
 MKL_DIRECT = bool(znn_direct_uses_mkl())
