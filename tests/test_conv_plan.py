@@ -493,3 +493,24 @@ def test_a_plan_with_a_bad_winograd_value_is_rejected(value):
     entry.update({k: "x" for k in plan_store._REQUIRED if k not in entry})
     with pytest.raises(ValueError, match="winograd for layer 'conv1'"):
         plan_store.PlanEntry.from_json(entry)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_memory_estimate_counts_the_winograd_scratch(monkeypatch, training):
+    from znn.net import memory
+
+    net = build(NETWORKS / "N4.znn", (1, 64, 64), conv_mode="direct", num_threads=2)
+    monkeypatch.setattr(memory, "DIRECT_SCRATCH", 0)  # so the tiles' scratch shows alone
+    gemm = estimate_bytes(net, training=training)
+    passes = ("forward", "backward_data", "backward_weight") if training else ("forward",)
+
+    def scratch(e, points):
+        return max(K.winograd_scratch_bytes(e.src.n, e.dst.n, e.src.size, e.ksize, e.dilation,
+                                            points, p, 4, 2) for p in passes)
+    conv4, conv5 = net.edges["conv4"], net.edges["conv5"]  # 48->48 4x4 d8, 48->200 3x3 d16
+    conv5.winograd = 6
+    assert scratch(conv5, 6) > 1 << 20
+    assert estimate_bytes(net, training=training) - gemm == scratch(conv5, 6)
+    conv4.winograd = 8  # the larger of the two counts, once (one kernel runs at a time)
+    both = estimate_bytes(net, training=training) - gemm
+    assert both == max(scratch(conv5, 6), scratch(conv4, 8))

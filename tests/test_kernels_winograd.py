@@ -138,3 +138,70 @@ def test_kernels_without_tiles_and_bad_points_are_refused():
     for bad in (7, True, "6"):
         with pytest.raises(ValueError, match="winograd must be 0 or one of"):
             D.conv_forward(x, np.zeros((1, 1, 1, 3, 3), np.float32), 1, winograd=bad)
+
+
+_PEAK = """
+import sys
+import numpy as np
+from znn._core import _direct as D
+n, size, points, pass_, threads = 128, 386, 8, sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(0)
+x = rng.standard_normal((n, 1, size, size), dtype=np.float32)
+w = rng.standard_normal((n, n, 1, 3, 3), dtype=np.float32)
+g = rng.standard_normal((n, 1, size - 2, size - 2), dtype=np.float32)
+out = np.full(w.shape if pass_ == "backward_weight" else
+              (x.shape if pass_ == "backward_data" else g.shape), 0, np.float32)  # touched
+def run(x, w, g, out):
+    if pass_ == "forward":
+        D.conv_forward(x, w, 1, out=out, nthreads=threads, winograd=points)
+    elif pass_ == "backward_data":
+        D.conv_backward_data(g, w, 1, x.shape[1:], out=out, nthreads=threads, winograd=points)
+    else:
+        D.conv_backward_weight(x, g, 1, out=out, nthreads=threads, winograd=points)
+run(x[:, :, :20, :20].copy(), w, g[:, :, :18, :18].copy(), None)  # loads MKL's code
+def kib(key):
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith(key))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # restart the peak (VmHWM) at the current resident size
+before = kib("VmRSS:")
+run(x, w, g, out)
+grown = (kib("VmHWM:") - before) * 1024
+print(grown, D.winograd_scratch_bytes(n, n, (1, size, size), (1, 3, 3), 1, points, pass_, 4,
+                                      threads))
+"""
+
+
+@pytest.mark.parametrize("pass_", ["forward", "backward_data", "backward_weight"])
+def test_scratch_estimate_matches_the_memory_the_kernels_touch(pass_):
+    """Peak RSS growth of a fresh process during one call (Linux VmHWM, restarted by
+    /proc/self/clear_refs) against winograd_scratch_bytes; the weight gradient's 16 partial
+    sums of 128x128 transformed kernels dominate its 70 MB."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", _PEAK, pass_, "2"], capture_output=True,
+                         text=True, check=True)
+    grown, estimate = (int(v) for v in res.stdout.split())
+    assert estimate > 8 << 20
+    assert 0.6 * estimate <= grown <= 1.1 * estimate + (4 << 20), (grown, estimate)
+
+
+def test_scratch_estimate_scales_with_threads_and_maps():
+    args = ((1, 200, 200), (1, 3, 3), (1, 2, 2), 6)
+    one = D.winograd_scratch_bytes(48, 48, *args, "forward", 4, 1)
+    two = D.winograd_scratch_bytes(48, 48, *args, "forward", 4, 2)
+    assert 0 < one < two < 2 * one + 1  # per-thread tiles, one copy of the kernels
+    doubled = D.winograd_scratch_bytes(48, 48, *args, "forward", 8, 1)
+    assert 0 <= 2 * one - doubled <= 8 * 200  # all but the int64 row slots double
+    wide = D.winograd_scratch_bytes(48, 96, *args, "backward_weight", 4, 1)
+    assert wide > D.winograd_scratch_bytes(48, 48, *args, "backward_weight", 4, 1)
+    assert D.winograd_scratch_bytes(0, 48, *args, "backward_weight", 4, 2) == 0
+    with pytest.raises(ValueError, match="pass_ must be one of"):
+        D.winograd_scratch_bytes(2, 2, *args, "sideways")
+    with pytest.raises(ValueError, match="points must be one of"):
+        D.winograd_scratch_bytes(2, 2, (1, 9, 9), (1, 3, 3), 1, 0)
+    with pytest.raises(ValueError, match="kernel y and x lengths 2..5"):
+        D.winograd_scratch_bytes(2, 2, (1, 9, 9), (1, 1, 7), 1, 6)
+    with pytest.raises(ValueError, match="larger than in_shape"):
+        D.winograd_scratch_bytes(2, 2, (1, 4, 4), (1, 3, 3), 2, 6)

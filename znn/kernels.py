@@ -11,7 +11,8 @@ released on `nthreads` OpenMP threads (0 or less: every core).  See each module 
 - FFT convolution, blocked (overlap-save blocks sharing one block size's kernel spectra): bmac,
   kernel_spectra_fm, blocks_gather, blocks_scatter
 - direct convolution (MKL GEMM, or Winograd tiles with winograd=6|8): conv_forward,
-  conv_backward_data, conv_backward_weight, winograd_fits, WINOGRAD_POINTS
+  conv_backward_data, conv_backward_weight, winograd_fits, winograd_scratch_bytes,
+  WINOGRAD_POINTS
 - pooling: max_filter_forward/backward, max_filter_values, max_pool_forward/backward
 - pointwise: transfer_forward/backward, transfer_backward_sum, channel_sum,
   dropout_forward/backward, maxout_forward/backward, FUNCTIONS (transfer-function name -> code)
@@ -19,7 +20,7 @@ released on `nthreads` OpenMP threads (0 or less: every core).  See each module 
 from znn._core import _build
 from znn._core._blocks import blocks_gather, blocks_scatter
 from znn._core._direct import (WINOGRAD_POINTS, conv_backward_data, conv_backward_weight,
-                               conv_forward, winograd_fits)
+                               conv_forward, winograd_fits, winograd_scratch_bytes)
 from znn._core._fft import (CACHE_FFTS, bmac, irfft, kernel_spectra, kernel_spectra_fm,
                             kernel_spectra_yx, mac_backward, mac_backward_streamed, mac_forward,
                             mac_forward_streamed, release_zgemm_scratch, rfft, weight_grad,
@@ -36,13 +37,14 @@ default_dtype = _build.default_dtype
 retain_freed_memory = _build.retain_freed_memory
 
 __all__ = [
-    "CACHE_FFTS", "FUNCTIONS", "WINOGRAD_POINTS", "winograd_fits", "blocks_gather", "blocks_scatter", "bmac", "build_flags",
-    "channel_sum", "conv_backward_data", "conv_backward_weight", "conv_forward", "default_dtype",
+    "CACHE_FFTS", "FUNCTIONS", "WINOGRAD_POINTS", "blocks_gather", "blocks_scatter", "bmac",
+    "build_flags", "channel_sum", "conv_backward_data", "conv_backward_weight", "conv_forward",
+    "default_dtype",
     "dropout_backward", "dropout_forward", "fft_backend", "irfft", "kernel_spectra",
     "kernel_spectra_fm", "kernel_spectra_yx", "mac_backward", "mac_backward_streamed",
     "mac_forward", "mac_forward_streamed", "max_filter_backward", "max_filter_forward",
     "max_filter_values", "max_pool_backward", "max_pool_forward", "maxout_backward",
     "maxout_forward", "release_zgemm_scratch", "retain_freed_memory", "rfft", "transfer_backward",
-    "transfer_backward_sum", "transfer_forward", "weight_grad", "weight_grad_z", "zmac_backward",
-    "zmac_forward",
+    "transfer_backward_sum", "transfer_forward", "weight_grad", "weight_grad_z", "winograd_fits",
+    "winograd_scratch_bytes", "zmac_backward", "zmac_forward",
 ]

@@ -58,6 +58,9 @@ cdef extern from "direct_winograd.h" nogil:
             const double *x, const double *g, double *dw, int64_t n_in, int64_t n_out,
             const int64_t *in_shape, const int64_t *k, const int64_t *d, int points,
             int accumulate, int nthreads)
+    int znn_wino_scratch_bytes(int64_t n_in, int64_t n_out, const int64_t *in_shape,
+                               const int64_t *k, const int64_t *d, int points, int pass_,
+                               int64_t elem, int nthreads, int64_t *bytes)
 
 #: True when built with ZNN_USE_MKL_DIRECT_CONV=1 (GEMM lowering on MKL), False for plain loops.
 MKL_DIRECT = bool(znn_direct_uses_mkl())
@@ -84,6 +87,38 @@ def _winograd(winograd, k):
     if not winograd_fits(k):
         raise ValueError(f"winograd convolution needs kernel y and x lengths 2..5, got {tuple(k)}")
     return int(winograd)
+
+
+_PASSES = ("forward", "backward_data", "backward_weight")
+
+
+def winograd_scratch_bytes(n_in, n_out, in_shape, ksize, dilation, points, pass_="forward",
+                           itemsize=4, nthreads=0):
+    """Peak bytes the Winograd kernels allocate for one call of `pass_` ('forward',
+    'backward_data' or 'backward_weight') on maps (n_in, *in_shape) -> n_out with kernel
+    `ksize`, `dilation` and `points` (6 or 8): the threads' tile scratch plus the transformed
+    kernels (or the weight gradient's partial sums).  Values of `itemsize` bytes."""
+    k = _vec3("ksize", ksize, 1)
+    cdef int pts = _winograd(points, k)
+    if not pts:
+        raise ValueError(f"points must be one of {WINOGRAD_POINTS}, got {points!r}")
+    if pass_ not in _PASSES:
+        raise ValueError(f"pass_ must be one of {_PASSES}, got {pass_!r}")
+    if itemsize not in (4, 8) or min(int(n_in), int(n_out)) < 0:
+        raise ValueError(f"need itemsize 4 or 8 and map counts >= 0, got {itemsize}, "
+                         f"{n_in}, {n_out}")
+    cdef int64_t cin[3]
+    cdef int64_t ck[3]
+    cdef int64_t cd[3]
+    ins, d = _vec3("in_shape", in_shape, 1), _vec3("dilation", dilation, 1)
+    _out_shape(ins, k, d, "in_shape")
+    _fill3(cin, ins)
+    _fill3(ck, k)
+    _fill3(cd, d)
+    cdef int64_t nbytes = 0
+    check(znn_wino_scratch_bytes(int(n_in), int(n_out), cin, ck, cd, pts,
+                                 _PASSES.index(pass_), int(itemsize), int(nthreads), &nbytes))
+    return int(nbytes)
 
 
 def _array(name, a, ndim):

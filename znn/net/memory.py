@@ -13,6 +13,17 @@ def _spectrum_elems(shape):
     return z * y * (x // 2 + 1)
 
 
+def winograd_bytes(edge, training):
+    """Peak scratch of a direct edge's Winograd kernels over the passes it runs."""
+    from znn.kernels import winograd_scratch_bytes
+
+    passes = ("forward", "backward_data", "backward_weight") if training else ("forward",)
+    return max(winograd_scratch_bytes(edge.src.n, edge.dst.n, edge.src.size, edge.ksize,
+                                      edge.dilation, edge.winograd, p,
+                                      np.dtype(edge.net.dtype).itemsize, edge.threads)
+               for p in passes)
+
+
 def estimate_bytes(net, mode=None, *, training=True, cache_ffts=True):
     """Peak bytes for one forward (+ backward when training) pass.
 
@@ -20,7 +31,8 @@ def estimate_bytes(net, mode=None, *, training=True, cache_ffts=True):
 
     Counts feature maps (kept for the backward pass when training, freed as soon as consumed
     otherwise), their gradients, node spectra, frequency-domain buckets, cached kernel
-    spectra and the direct kernels' scratch space.  An estimate: within ~20% of the peak.
+    spectra and the direct kernels' scratch space (the larger of the GEMM lowering's bound and
+    the Winograd kernels' tile scratch).  An estimate: within ~20% of the peak.
     """
     real = np.dtype(net.dtype).itemsize
     cplx = 2 * real
@@ -31,7 +43,8 @@ def estimate_bytes(net, mode=None, *, training=True, cache_ffts=True):
     convs = [e for e in net.conv_edges() if e.ksize != (1, 1, 1)]
     ffts = [e for e in convs if (mode or e.mode) == "fft"]
     if len(ffts) < len(convs):
-        total += DIRECT_SCRATCH
+        total += max([DIRECT_SCRATCH] + [winograd_bytes(e, training) for e in convs
+                                         if e not in ffts and e.winograd])
     if not training:  # forward-only passes may run layers blocked: own spectra, no buckets
         runs_blocked = {e.name: e.block_plan is not None for e in ffts}
         kernels = [e.spectra_bytes(training=False) for e in ffts if runs_blocked[e.name]]

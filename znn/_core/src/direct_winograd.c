@@ -192,6 +192,20 @@ static int wgeom_init(wgeom *G, int64_t ns, int64_t nd, const int64_t *src, cons
     return ZNN_OK;
 }
 
+/* Element counts of one thread's item scratch (transformed sources V, transformed outputs M,
+ * and the transforms' row buffers tmp, ph, o2, rowbuf), as scratch_alloc allocates them. */
+static void scratch_sizes(const wgeom *G, int64_t n[6])
+{
+    const int64_t a2 = (int64_t)G->W[0].a * G->W[1].a, ntx = G->nt[1], N = G->rows * ntx;
+    const int64_t nzs = G->zc + (G->k[0] - 1) * G->d[0];
+    n[0] = nzs * a2 * G->ns * N;
+    n[1] = a2 * G->nd * N;
+    n[2] = a2 * ntx;
+    n[3] = WINO_MAXA * (ntx + WINO_MAXA * G->cx);
+    n[4] = WINO_MAXA * ntx;
+    n[5] = G->rows * WINO_MAXA * WINO_MAXA * ntx;
+}
+
 #define REAL float
 #define SFX(name) name##_s
 #define GEMM_BATCH cblas_sgemm_batch_strided
@@ -208,9 +222,12 @@ static int wgeom_init(wgeom *G, int64_t ns, int64_t nd, const int64_t *src, cons
 #undef SFX
 #undef GEMM_BATCH
 
-/* Shapes of the three passes from the forward geometry (in_shape, k, d). */
-static int pass_shapes(const int64_t *in, const int64_t *k, const int64_t *d, int64_t *out)
+/* The tile geometry of a pass from the forward shapes (in_shape, k, d): the forward and the
+ * weight gradient tile the output, backward data (backdata) tiles the input gradient. */
+static int pass_geom(wgeom *G, int64_t n_in, int64_t n_out, const int64_t *in,
+                     const int64_t *k, const int64_t *d, int points, int backdata, size_t elem)
 {
+    int64_t out[3], zero[3] = {0, 0, 0}, off[3];
     for (int a = 0; a < 3; a++) {
         if (k[a] < 1 || d[a] < 1 || in[a] < 1)
             return znn_fail(ZNN_ERR_ARG, "winograd conv: axis %d: in=%lld k=%lld d=%lld must "
@@ -219,8 +236,11 @@ static int pass_shapes(const int64_t *in, const int64_t *k, const int64_t *d, in
         if (out[a] < 1)
             return znn_fail(ZNN_ERR_ARG, "winograd conv: axis %d: dilated kernel larger than "
                             "the input", a);
+        off[a] = (k[a] - 1) * d[a];
     }
-    return ZNN_OK;
+    if (backdata)
+        return wgeom_init(G, n_out, n_in, out, in, k, d, off, points, elem);
+    return wgeom_init(G, n_in, n_out, in, out, k, d, zero, points, elem);
 }
 
 #define ZNN_WINO_ENTRY(pub, impl, T, A, B, OUT, BACKDATA)                                    \
@@ -228,15 +248,8 @@ static int pass_shapes(const int64_t *in, const int64_t *k, const int64_t *d, in
             const int64_t *in_shape, const int64_t *k, const int64_t *d, int points,          \
             int accumulate, int nthreads)                                                      \
     {                                                                                          \
-        int64_t out[3], zero[3] = {0, 0, 0}, off[3];                                           \
-        int st = pass_shapes(in_shape, k, d, out);                                             \
-        if (st != ZNN_OK) return st;                                                           \
-        for (int a = 0; a < 3; a++) off[a] = (k[a] - 1) * d[a];                                \
         wgeom G;                                                                               \
-        if (BACKDATA)                                                                          \
-            st = wgeom_init(&G, n_out, n_in, out, in_shape, k, d, off, points, sizeof(T));    \
-        else                                                                                   \
-            st = wgeom_init(&G, n_in, n_out, in_shape, out, k, d, zero, points, sizeof(T));   \
+        int st = pass_geom(&G, n_in, n_out, in_shape, k, d, points, BACKDATA, sizeof(T));     \
         if (st != ZNN_OK) return st;                                                           \
         st = impl(A, B, OUT, &G, accumulate, znn_threads(nthreads));                           \
         wgeom_free(&G);                                                                        \
@@ -249,3 +262,28 @@ ZNN_WINO_ENTRY(znn_wino_backward_data_s, backward_data_s, float, g, w, dx, 1)
 ZNN_WINO_ENTRY(znn_wino_backward_data_d, backward_data_d, double, g, w, dx, 1)
 ZNN_WINO_ENTRY(znn_wino_backward_weight_s, backward_weight_s, float, x, g, dw, 0)
 ZNN_WINO_ENTRY(znn_wino_backward_weight_d, backward_weight_d, double, x, g, dw, 0)
+
+int znn_wino_scratch_bytes(int64_t n_in, int64_t n_out, const int64_t *in_shape,
+                           const int64_t *k, const int64_t *d, int points, int pass,
+                           int64_t elem, int nthreads, int64_t *bytes)
+{
+    int64_t n[6];
+    *bytes = 0;
+    if (pass < 0 || pass > 2 || elem < 1)
+        return znn_fail(ZNN_ERR_ARG, "winograd scratch: pass must be 0..2 and elem >= 1");
+    wgeom G;
+    const int st = pass_geom(&G, n_in, n_out, in_shape, k, d, points, pass == 1, (size_t)elem);
+    if (st != ZNN_OK) return st;
+    if (G.ns > 0 && G.nd > 0) {
+        const int64_t a2 = (int64_t)G.W[0].a * G.W[1].a;
+        const int64_t nu = G.k[0] * a2 * G.nd * G.ns;  /* transformed kernels or their grads */
+        const int64_t ng = min64(G.nitems, WINO_GROUPS);
+        const int64_t threads = min64(znn_threads(nthreads), pass == 2 ? ng : G.nitems);
+        scratch_sizes(&G, n);
+        const int64_t per = (n[0] + n[1] + n[2] + n[3] + n[4] + n[5]) * elem
+                            + max64(G.src[1], G.dst[1]) * (int64_t)sizeof(int64_t);
+        *bytes = threads * per + (pass == 2 ? ng : 1) * nu * elem;
+    }
+    wgeom_free(&G);
+    return ZNN_OK;
+}

@@ -65,4 +65,11 @@ int znn_wino_backward_weight_d(const double *x, const double *g, double *dw, int
                                int64_t n_out, const int64_t *in_shape, const int64_t *k,
                                const int64_t *d, int points, int accumulate, int nthreads);
 
+/* Peak bytes the kernels above allocate for one call (pass 0 forward, 1 backward data,
+ * 2 weight gradient; elem = bytes per value): per-thread item scratch, and the transformed
+ * kernels or the weight gradient's partial sums.  Written to *bytes. */
+int znn_wino_scratch_bytes(int64_t n_in, int64_t n_out, const int64_t *in_shape,
+                           const int64_t *k, const int64_t *d, int points, int pass,
+                           int64_t elem, int nthreads, int64_t *bytes);
+
 #endif
