@@ -3,24 +3,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import time
 from pathlib import Path
 
 from znn.net.conv_plan import best_time  # noqa: F401  (re-exported for the benchmarks)
+from znn.net.plan_store import machine  # noqa: F401  (CPU, family/model, vector ISA, cores)
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
-
-
-def machine():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count()}
 
 
 def peak_rss_mb():

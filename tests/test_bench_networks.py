@@ -54,6 +54,10 @@ def test_dry_run_lists_one_subprocess_per_case(tmp_path):
     assert not list(tmp_path.glob("networks.*"))
     only = _run(["--dry-run", "--only", "VD2D3D", "--threads", "2"], tmp_path).splitlines()
     assert len(only) == 5 and all("--threads-one 2" in line for line in only)
+    rounds = _run(["--dry-run", "--only", "N4-train", "--threads", "1", "--frameworks",
+                   "znn,torch", "--rounds", "2"], tmp_path).splitlines()
+    fws = [line.split("--framework ")[1].split()[0] for line in rounds]
+    assert fws == ["znn-plan", "znn", "torch"] * 2  # the frameworks in turn, round by round
 
 
 def test_smoke_tiny_network_end_to_end(tmp_path):
@@ -103,6 +107,24 @@ def test_tables_ratio_target_and_scaling():
     assert main[1][3:5] == ["est. 20.0 GiB", "rc=137"]
     assert main[1][6:] == ["2.50x", ">= 2x", "yes"]
     assert scale == [["N4-train out 1x200x200", "1.67x", "1.67x", ">= 1.85x", "NO"]]
+
+
+def test_rounds_keep_each_frameworks_fastest_run():
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import bench_networks as bn
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    r = bn.keep_faster(None, {"seconds": 2.0, "modes": "DD"})
+    assert r == {"seconds": 2.0, "modes": "DD", "round_seconds": [2.0]}
+    r = bn.keep_faster(r, {"seconds": 1.5, "modes": "DF"})
+    assert r["modes"] == "DF" and r["round_seconds"] == [2.0, 1.5]
+    r = bn.keep_faster(r, {"failed": "rc=137"})
+    assert r["seconds"] == 1.5 and r["round_seconds"] == [2.0, 1.5]
+    r = bn.keep_faster(r, {"seconds": 1.7})
+    assert r["seconds"] == 1.5 and r["round_seconds"] == [2.0, 1.5, 1.7]
+    assert bn.keep_faster(None, {"failed": "rc=1"}) == {"failed": "rc=1"}
+    assert bn.keep_faster({"failed": "rc=1"}, {"seconds": 3.0})["seconds"] == 3.0
 
 
 def test_run_all_stops_at_first_failure(tmp_path, monkeypatch, capsys):

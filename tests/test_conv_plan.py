@@ -54,6 +54,25 @@ def cache_home(tmp_path, monkeypatch):
     return tmp_path / "xdg"
 
 
+# -- best_times ---------------------------------------------------------------------------------
+def test_best_times_interleaves_the_candidates_and_keeps_each_ones_best(monkeypatch):
+    clock, calls = [0.0], []
+    # seconds each call of a and b takes, in call order (the first is the warm-up)
+    durations = {"a": [9.0, 3.0, 1.0, 2.0], "b": [9.0, 5.0, 6.0, 4.0]}
+
+    def candidate(name):
+        def fn():
+            calls.append(name)
+            clock[0] += durations[name][sum(c == name for c in calls) - 1]
+        return fn
+    monkeypatch.setattr(conv_plan.time, "perf_counter", lambda: clock[0])
+    got = conv_plan.best_times([candidate("a"), candidate("b")], repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then three rounds, in turn
+    assert got == [1.0, 4.0]
+    calls.clear()
+    assert conv_plan.best_time(candidate("a"), repeats=1, warmup=0) == 9.0
+
+
 # -- time_layer ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("layer", ["conv1", "conv2"])
@@ -237,6 +256,30 @@ def test_network_file_change_machine_and_version_make_plans_stale(tmp_path, time
     assert len(timer.calls) == 8
 
 
+def test_plans_tell_cpus_of_one_name_apart_by_family_model_and_vector_isa(tmp_path, timer,
+                                                                          monkeypatch):
+    """Cloud hosts share a model name ('AMD EPYC') across generations with and without
+    AVX-512, where other kernels win: a plan made on one is re-timed on the other."""
+    def host(model, flags):
+        return {"model name": "AMD EPYC", "cpu family": "25", "model": model,
+                "flags": "fpu sse2 " + flags}
+    monkeypatch.setattr(plan_store, "_cpuinfo", lambda: host("17", "avx avx2 fma avx512f "
+                                                                    "avx512bw avx512_bf16"))
+    m = plan_store.machine()
+    assert m["cpu_id"] == "family 25 model 17"
+    assert m["vector_isa"] == ["avx", "avx2", "avx512_bf16", "avx512bw", "avx512f", "fma"]
+    path = copy_net(tmp_path)
+    plan(build(path), path, [])
+    assert not plan(build(path), path, []).timed
+    monkeypatch.setattr(plan_store, "_cpuinfo", lambda: host("1", "avx avx2 fma"))
+    lines = []
+    assert plan(build(path), path, lines).timed
+    then, now = lines[0].split("this run uses")
+    assert "family 25 model 17, AVX-512" in then and "family 25 model 1, AVX2" in now
+    monkeypatch.setattr(plan_store, "_cpuinfo", lambda: {})  # no /proc/cpuinfo
+    assert set(plan_store.machine()) == {"cpu", "cores"}
+
+
 def test_force_retimes_and_replaces_the_entry(tmp_path, timer):
     path = copy_net(tmp_path)
     plan(build(path), path, [])
@@ -391,12 +434,15 @@ def test_forward_timing_tries_both_fft_engines_and_keeps_the_faster(monkeypatch,
     assert e.blocked_possible
     seen = []
 
-    def fake_best_time(fn, repeats):
-        seen.append((e.mode, e.fft_engine if e.mode == "fft" else e.winograd))
-        fn()  # the pass really runs with this engine
-        return {"whole": whole, "blocked": blocked}.get(e.fft_engine, 0.25) \
-            if e.mode == "fft" else 0.25
-    monkeypatch.setattr(conv_plan, "best_time", fake_best_time)
+    def fake_best_times(fns, repeats):
+        times = []
+        for fn in fns:
+            fn()  # the pass really runs with this engine
+            seen.append((e.mode, e.fft_engine if e.mode == "fft" else e.winograd))
+            times.append({"whole": whole, "blocked": blocked}.get(e.fft_engine, 0.25)
+                         if e.mode == "fft" else 0.25)
+        return times
+    monkeypatch.setattr(conv_plan, "best_times", fake_best_times)
     t = conv_plan.time_layer(e, training=False)
     direct = [("direct", 0), ("direct", 6), ("direct", 8)]  # 2x2x2: GEMM and both tile sizes
     assert seen == [("fft", "whole"), ("fft", "blocked")] + direct
@@ -440,12 +486,13 @@ def test_direct_timing_tries_winograd_tiles_and_keeps_the_fastest(monkeypatch, f
     e = net.edges["conv2"]  # 2x2x2: Winograd tiles fit
     e.winograd = 8
 
-    def fake_best_time(fn, repeats):
-        fn()
-        if e.mode == "fft":
-            return 1.0
-        return 0.1 if e.winograd == fastest else 0.2
-    monkeypatch.setattr(conv_plan, "best_time", fake_best_time)
+    def fake_best_times(fns, repeats):
+        times = []
+        for fn in fns:
+            fn()
+            times.append(1.0 if e.mode == "fft" else 0.1 if e.winograd == fastest else 0.2)
+        return times
+    monkeypatch.setattr(conv_plan, "best_times", fake_best_times)
     t = conv_plan.time_layer(e, training=True)
     assert t["direct"] == 0.1 and t["winograd"] == fastest
     assert e.winograd == 8  # restored
@@ -458,8 +505,12 @@ def test_no_winograd_timing_for_kernels_without_tiles(monkeypatch):
     e = net.edges["conv1"]  # 2x3x3 fits, so build a case that does not: a 1-long y axis
     e.ksize = (2, 1, 3)
     seen = []
-    monkeypatch.setattr(conv_plan, "best_time",
-                        lambda fn, repeats: seen.append((e.mode, e.winograd)) or 0.1)
+    def fake_best_times(fns, repeats):
+        for fn in fns:
+            fn()
+            seen.append((e.mode, e.winograd))
+        return [0.1] * len(fns)
+    monkeypatch.setattr(conv_plan, "best_times", fake_best_times)
     conv_plan.time_layer(e, training=False, fft=False)
     assert seen == [("direct", 0)]
 

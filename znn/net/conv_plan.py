@@ -13,23 +13,36 @@ from znn.net.memory import estimate_bytes, human, net_threads
 NO_PLAN = "timing conv layers (no saved plan; `znn optimize-conv` makes one ahead of time)"
 
 
+def best_times(fns, repeats=2, warmup=1):
+    """Best wall time of each function in `fns` over `repeats` rounds, after `warmup` rounds.
+
+    A round calls every function once, in turn, so a slow spell of a shared machine (other
+    tenants' memory traffic, a busy sibling core) falls on all candidates alike instead of
+    on whichever was being timed alone at that moment.
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
 def best_time(fn, repeats=2, warmup=1):
     """Best wall time of `repeats` calls of fn after `warmup` calls (plans, page faults)."""
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_times([fn], repeats, warmup)[0]
 
 
 def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     """Seconds per pass of one conv edge in each mode: {'fft': s, 'direct': s}.
 
     Direct mode is timed with the GEMM lowering and, for kernels with Winograd tiles, with
-    each tile size; the fastest is kept ('winograd': its points, 0 for GEMM).
+    each tile size; the fastest is kept ('winograd': its points, 0 for GEMM).  Every
+    candidate (each FFT engine, each direct kernel) is timed in the same rounds (best_times).
 
     Drives the edge's own methods, so it times whatever engine the network runs.
     training=True times forward + backward (weight gradient, and the input gradient when
@@ -61,28 +74,31 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
             e.backward(g)
 
     saved_engine, saved_winograd = e.fft_engine, e.winograd
+    # candidates as (mode, fft engine, Winograd points); all are timed round by round
+    configs = []
+    if fft:  # forward-only passes have two FFT engines, both timed
+        engines = [None] if training else ["whole"] + (["blocked"] if e.blocked_possible
+                                                        else [])
+        configs += [("fft", engine, saved_winograd) for engine in engines]
+    configs += [("direct", saved_engine, points) for points in
+                (0,) + (K.WINOGRAD_POINTS if K.winograd_fits(e.ksize) else ())]
+
+    def run(config):
+        def call():
+            e.mode, e.fft_engine, e.winograd = config
+            (fft_pass if config[0] == "fft" else direct_pass)()
+        return call
     try:
         times = {"fft": None, "direct": None}
-        if fft:
-            e.mode = "fft"
-            # forward-only passes have two FFT engines: time both, keep the faster
-            engines = [None] if training else ["whole"] + (["blocked"] if e.blocked_possible
-                                                            else [])
-            for engine in engines:
-                e.fft_engine = engine
-                t = best_time(fft_pass, repeats)
-                e.invalidate_spectra()
-                if times["fft"] is None or t < times["fft"]:
-                    times["fft"] = t
-                    if engine is not None:
-                        times["fft_engine"] = engine
-            e.fft_engine = saved_engine
-        e.mode = "direct"
-        for points in (0,) + (K.WINOGRAD_POINTS if K.winograd_fits(e.ksize) else ()):
-            e.winograd = points
-            t = best_time(direct_pass, repeats)
-            if times["direct"] is None or t < times["direct"]:
-                times["direct"], times["winograd"] = t, points
+        for (mode, engine, points), t in zip(configs, best_times([run(c) for c in configs],
+                                                                  repeats)):
+            if times[mode] is not None and t >= times[mode]:
+                continue
+            times[mode] = t
+            if mode == "direct":
+                times["winograd"] = points
+            elif engine is not None:
+                times["fft_engine"] = engine
         return times
     finally:
         e.grad[...] = saved_grad  # in place: optimizers hold this array

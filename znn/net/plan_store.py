@@ -7,7 +7,8 @@ File format (UTF-8 JSON, written atomically)::
     ENTRY = {"network": sha256 hex of the .znn file's bytes, "network_file": "N4.znn",
              "mode": "train" | "forward", "output_size": [z, y, x], "dtype": "float32",
              "threads": effective thread count (0 resolved to the core count),
-             "machine": {"cpu": /proc/cpuinfo "model name", "cores": os.cpu_count()},
+             "machine": {"cpu": /proc/cpuinfo "model name", "cores": os.cpu_count(),
+                         "cpu_id": "family F model M", "vector_isa": ["avx", "avx2", ...]},
              "build_flags": {"ZNN_USE_FLOATS": 1, ...}, "znn_version": "0.2.0",
              "repeats": timed passes per mode, "created": "2025-01-31T12:00:00Z",
              "layers": {conv layer: {"fft": seconds | null, "direct": seconds,
@@ -95,21 +96,55 @@ def network_hash(znn_path):
     return hashlib.sha256(Path(znn_path).read_bytes()).hexdigest()
 
 
-def cpu_model():
+def _cpuinfo():
+    """{field: value} of the first processor in /proc/cpuinfo ({} where there is none)."""
+    info = {}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    if info:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                info[key.strip().lower()] = value.strip()
     except OSError:
         pass
+    return info
+
+
+def cpu_model(info=None):
+    info = _cpuinfo() if info is None else info
+    if info.get("model name"):
+        return info["model name"]
     import platform
 
     return platform.processor() or platform.machine() or "unknown"
 
 
+def _vector_isa(flags):
+    """The SIMD extensions among the CPU flags that change which kernels are fastest."""
+    return sorted(f for f in flags if f in ("avx", "avx2", "fma") or f.startswith(("avx512",
+                                                                                    "amx")))
+
+
 def machine():
-    return {"cpu": cpu_model(), "cores": os.cpu_count() or 1}
+    """What a plan's timings depend on: the CPU (model name, family and model, vector ISA,
+    e.g. the same 'AMD EPYC' name covers hosts with and without AVX-512) and the cores."""
+    info = _cpuinfo()
+    out = {"cpu": cpu_model(info), "cores": os.cpu_count() or 1}
+    if "cpu family" in info or "model" in info:
+        out["cpu_id"] = f"family {info.get('cpu family', '?')} model {info.get('model', '?')}"
+    if "flags" in info:
+        out["vector_isa"] = _vector_isa(info["flags"].split())
+    return out
+
+
+def _isa_level(isa):
+    for name, level in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
+        if name in isa:
+            return level
+    return "no AVX"
 
 
 def environment():
@@ -237,7 +272,10 @@ def _describe(field_name, value):
     if field_name == "network":
         return f"network sha256 {value[:12]}"
     if field_name == "machine":
-        return f"CPU '{value.get('cpu')}' ({_plural(value.get('cores', 0), 'core')})"
+        ident = "".join(f", {v}" for v in (value.get("cpu_id"),) if v)
+        if "vector_isa" in value:
+            ident += f", {_isa_level(value['vector_isa'])}"
+        return f"CPU '{value.get('cpu')}' ({_plural(value.get('cores', 0), 'core')}{ident})"
     if field_name == "build_flags":
         return "build flags " + " ".join(f"{k}={v}" for k, v in value.items()) if value \
             else "no build flags"
