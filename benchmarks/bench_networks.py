@@ -478,12 +478,12 @@ def run_parent(args):
     results = {}
     for c, t, f in jobs:
         print(f"== {c} {t} thread(s) {f}", flush=True)
-        res = keep_faster(results.get((c, t, f)), run_case(args, c, t, f))
-        results[(c, t, f)] = res
+        res = run_case(args, c, t, f)
         print(f"   {fmt_rate(res)} vox/s  " + ", ".join(
             f"{k}={res[k]:.3g}" if isinstance(res[k], float) else f"{k}={res[k]}"
             for k in ("seconds", "plan_s", "modes", "replanned", "peak_rss_mb", "other_cores")
             if k in res), flush=True)
+        results[(c, t, f)] = keep_faster(results.get((c, t, f)), res)
     head = header_text(args)
     main_rows, detail_rows, scale_rows = tables(args, selected, threads_list, results)
     text = "\n\n".join([
