@@ -53,7 +53,8 @@ NOTES = """Notes:
 - ratio = torch time / znn time; 'met?' compares it with the issue's target.
 - rounds: {rounds} per (case, threads), the frameworks' processes in turn; each keeps its
   fastest round (all rounds' seconds are in the .json as round_seconds).
-- modes: one letter per conv layer in network order (F fft, D direct; 1x1x1 layers omitted).
+- modes: one letter per conv layer in network order (F fft, D direct as GEMM lowering,
+  W direct as Winograd tiles; 1x1x1 layers omitted).
 - other CPU: cores kept busy by other processes while the znn / torch subprocess ran
   (/proc/stat busy time minus the subprocess's own CPU time, over its wall time; the
   machine has {cores} cores). Before each subprocess the script waits up to {wait:.0f} s for
@@ -73,7 +74,8 @@ def build(case_net, out, threads, mode="direct"):
 
 
 def mode_letters(net):
-    return "".join(e.mode[0].upper() for e in net.conv_edges() if e.ksize != (1, 1, 1))
+    return "".join("W" if e.mode == "direct" and e.winograd else e.mode[0].upper()
+                   for e in net.conv_edges() if e.ksize != (1, 1, 1))
 
 
 def local_copy(net_path, workdir):

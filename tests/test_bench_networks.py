@@ -127,6 +127,20 @@ def test_rounds_keep_each_frameworks_fastest_run():
     assert bn.keep_faster({"failed": "rc=1"}, {"seconds": 3.0})["seconds"] == 3.0
 
 
+def test_mode_letters_tell_winograd_from_gemm():
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import bench_networks as bn
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    net = Network(read_network(ROOT / "networks" / "tiny3d.znn"), (2, 4, 4), conv_mode="direct")
+    assert bn.mode_letters(net) == "DD"
+    net.edges["conv2"].winograd = 6
+    assert bn.mode_letters(net) == "DW"
+    net.edges["conv1"].mode = "fft"
+    assert bn.mode_letters(net) == "FW"
+
+
 def test_run_all_stops_at_first_failure(tmp_path, monkeypatch, capsys):
     sys.path.insert(0, str(BENCH.parent))
     try:
