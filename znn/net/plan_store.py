@@ -113,8 +113,7 @@ def _cpuinfo():
     return info
 
 
-def cpu_model(info=None):
-    info = _cpuinfo() if info is None else info
+def _cpu_model(info):
     if info.get("model name"):
         return info["model name"]
     import platform
@@ -132,7 +131,7 @@ def machine():
     """What a plan's timings depend on: the CPU (model name, family and model, vector ISA,
     e.g. the same 'AMD EPYC' name covers hosts with and without AVX-512) and the cores."""
     info = _cpuinfo()
-    out = {"cpu": cpu_model(info), "cores": os.cpu_count() or 1}
+    out = {"cpu": _cpu_model(info), "cores": os.cpu_count() or 1}
     if "cpu family" in info or "model" in info:
         out["cpu_id"] = f"family {info.get('cpu family', '?')} model {info.get('model', '?')}"
     if "flags" in info:

@@ -97,7 +97,7 @@ static inline void col_chunk(const col_runs *R, int64_t N, int64_t c, int64_t *q
 {
     const int64_t per = (R->span + N - 1) / N, r = c / per, k = c - r * per;
     *q0 = r * R->stride + k * N;
-    *n = R->span - k * N < N ? R->span - k * N : N;
+    *n = min64(N, R->span - k * N);
 }
 #endif
 
