@@ -76,3 +76,39 @@ def test_dont_cache_ffts_double_default_and_64_byte_alignment(tmp_path):
     assert set(flipped["align"]) == {0}
     np.testing.assert_allclose(flipped["y"], default["y"], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(flipped["g"], default["g"], rtol=1e-9, atol=1e-11)
+
+
+def _cpu_flags():
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def test_simd_clone_follows_the_cpu_features():
+    """The per-ISA clones are picked by CPU features, not by CPU model: an `arch=haswell`
+    clone ran only on Intel Haswell-family CPUs, so AMD CPUs with AVX2 got the baseline."""
+    clone = kernels.simd_clone()
+    flags = _cpu_flags()
+    if clone == "none" or flags is None:
+        pytest.skip(f"no per-ISA clones in this build ({clone}) or no /proc/cpuinfo")
+    if "avx512f" in flags:
+        expected = "avx512"
+    elif {"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe"} <= flags:
+        expected = "avx2"
+    else:
+        expected = "baseline"
+    assert clone == expected, f"CPU flags {sorted(flags & {'avx2', 'fma', 'avx512f'})}"
+
+
+def test_version_names_the_simd_clone():
+    from click.testing import CliRunner
+
+    from znn.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["--version"]).output
+    assert f"SIMD clone: {kernels.simd_clone()}" in out

@@ -190,11 +190,15 @@ def test_scratch_estimate_matches_the_memory_the_kernels_touch(pass_):
     assert 0.6 * estimate <= grown <= 1.1 * estimate + (4 << 20), (grown, estimate)
 
 
-def test_scratch_estimate_scales_with_threads_and_maps():
+def test_scratch_estimate_scales_with_threads_and_maps(monkeypatch):
     args = ((1, 200, 200), (1, 3, 3), (1, 2, 2), 6)
     one = D.winograd_scratch_bytes(48, 48, *args, "forward", 4, 1)
     two = D.winograd_scratch_bytes(48, 48, *args, "forward", 4, 2)
     assert 0 < one < two < 2 * one + 1  # per-thread tiles, one copy of the kernels
+    # bands hold a fixed number of bytes: wider elements, fewer tile rows per band
+    assert D.winograd_scratch_bytes(48, 48, *args, "forward", 8, 1) < 2 * one
+    monkeypatch.setenv("ZNN_WINO_BAND", "3")  # the same band for both element sizes
+    one = D.winograd_scratch_bytes(48, 48, *args, "forward", 4, 1)
     doubled = D.winograd_scratch_bytes(48, 48, *args, "forward", 8, 1)
     assert 0 <= 2 * one - doubled <= 8 * 200  # all but the int64 row slots double
     wide = D.winograd_scratch_bytes(48, 96, *args, "backward_weight", 4, 1)

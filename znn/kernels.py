@@ -16,6 +16,8 @@ released on `nthreads` OpenMP threads (0 or less: every core).  See each module 
 - pooling: max_filter_forward/backward, max_filter_values, max_pool_forward/backward
 - pointwise: transfer_forward/backward, transfer_backward_sum, channel_sum,
   dropout_forward/backward, maxout_forward/backward, FUNCTIONS (transfer-function name -> code)
+- build: build_flags, default_dtype, simd_clone (the per-ISA clone of the hot loops in use),
+  retain_freed_memory
 """
 from znn._core import _build
 from znn._core._blocks import blocks_gather, blocks_scatter
@@ -35,6 +37,7 @@ from znn._core._pool import (max_filter_backward, max_filter_forward, max_filter
 build_flags = _build.build_flags
 default_dtype = _build.default_dtype
 retain_freed_memory = _build.retain_freed_memory
+simd_clone = _build.simd_clone
 
 __all__ = [
     "CACHE_FFTS", "FUNCTIONS", "WINOGRAD_POINTS", "blocks_gather", "blocks_scatter", "bmac",
@@ -44,7 +47,8 @@ __all__ = [
     "kernel_spectra_fm", "kernel_spectra_yx", "mac_backward", "mac_backward_streamed",
     "mac_forward", "mac_forward_streamed", "max_filter_backward", "max_filter_forward",
     "max_filter_values", "max_pool_backward", "max_pool_forward", "maxout_backward",
-    "maxout_forward", "release_zgemm_scratch", "retain_freed_memory", "rfft", "transfer_backward",
+    "maxout_forward", "release_zgemm_scratch", "retain_freed_memory", "rfft", "simd_clone",
+    "transfer_backward",
     "transfer_backward_sum", "transfer_forward", "weight_grad", "weight_grad_z", "winograd_fits",
     "winograd_scratch_bytes", "zmac_backward", "zmac_forward",
 ]

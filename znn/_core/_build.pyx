@@ -1,5 +1,5 @@
 """What this build of znn was compiled with (flags, default dtype, alignment)."""
-from znn._core._common cimport (znn_build_flags, znn_default_real_size, znn_alignment,
+from znn._core._common cimport (znn_build_flags, znn_default_real_size, znn_alignment, znn_simd_clone,
                                 znn_runtime_init, znn_threads, znn_retain_freed_memory, znn_malloc, znn_free, check)
 from libc.stdint cimport uintptr_t
 
@@ -15,6 +15,12 @@ def build_flags():
 def default_dtype():
     """numpy dtype name selected by ZNN_USE_FLOATS at build time."""
     return "float32" if znn_default_real_size() == 4 else "float64"
+
+
+def simd_clone():
+    """Which per-ISA clone of the hot loops this CPU runs: 'avx512', 'avx2', 'baseline', or
+    'none' (a build without clones, e.g. not GCC on x86-64)."""
+    return {2: "avx512", 1: "avx2", 0: "baseline"}.get(znn_simd_clone(), "none")
 
 
 def alignment():

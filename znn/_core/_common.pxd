@@ -11,6 +11,7 @@ cdef extern from "common.h" nogil:
     const char *znn_build_flags()
     int znn_default_real_size()
     int znn_alignment()
+    int znn_simd_clone()
     void *znn_malloc(size_t nbytes)
     void znn_free(void *p)
 

@@ -14,7 +14,7 @@ def _version_text():
         from znn import kernels
         flags = " ".join(f"{k}={int(v)}" for k, v in kernels.build_flags().items())
         return (f"znn {__version__}\nbuild flags: {flags}\nFFT backend: {kernels.fft_backend()}"
-                f"\ndefault dtype: {kernels.default_dtype()}")
+                f"\ndefault dtype: {kernels.default_dtype()}\nSIMD clone: {kernels.simd_clone()}")
     except ImportError as exc:  # a broken build must still say what it is
         return f"znn {__version__}\nkernels not importable: {exc}"
 

@@ -93,6 +93,36 @@ const char *znn_build_flags(void)
            " ZNN_XEON_PHI=" ZNN_STR(ZNN_XEON_PHI);
 }
 
+#if ZNN_HAVE_CLONES
+/* A function with a clone per ISA; its resolver (the function the dynamic linker calls to
+ * bind the clones, named by GCC) says which clone this CPU gets. */
+ZNN_CLONES static void clone_probe(float *a, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) a[i] = a[i] * a[i] + 1.0f;
+}
+#if __GNUC__ >= 12
+#define ZNN_CLONE_V3 "clone_probe.arch_x86_64_v3"
+#else
+#define ZNN_CLONE_V3 "clone_probe.avx2"
+#endif
+extern void clone_probe_v4(float *, int64_t) __asm__("clone_probe.avx512f");
+extern void clone_probe_v3(float *, int64_t) __asm__(ZNN_CLONE_V3);
+extern void clone_probe_base(float *, int64_t) __asm__("clone_probe.default");
+extern void *clone_probe_resolver(void) __asm__("clone_probe.resolver");
+
+int znn_simd_clone(void)
+{
+    float a[16] = {0};
+    clone_probe(a, 16);  /* referenced, so the clones and the resolver are emitted */
+    const void *p = clone_probe_resolver();
+    if (p == (const void *)clone_probe_v4) return 2;
+    if (p == (const void *)clone_probe_v3) return 1;
+    return p == (const void *)clone_probe_base ? 0 : -1;
+}
+#else
+int znn_simd_clone(void) { return -1; }
+#endif
+
 int znn_default_real_size(void) { return ZNN_USE_FLOATS ? 4 : 8; }
 int znn_alignment(void) { return ZNN_ALIGNMENT; }
 

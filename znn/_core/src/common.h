@@ -80,6 +80,25 @@ const char *znn_build_flags(void);
 int znn_default_real_size(void);
 int znn_alignment(void);
 
+/* Hot loops are compiled for AVX-512, AVX2+FMA and the baseline and picked once at load
+ * time, as the build does not assume -march=native.  The clones are chosen by CPU features
+ * (x86-64-v3 = AVX2, FMA, BMI, F16C...): an `arch=haswell` clone would be chosen only on
+ * CPUs that identify as Intel Haswell, so AMD CPUs with AVX2 ran the baseline clone. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define ZNN_HAVE_CLONES 1
+#if __GNUC__ >= 12
+#define ZNN_CLONES __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
+#else
+#define ZNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#else
+#define ZNN_HAVE_CLONES 0
+#define ZNN_CLONES
+#endif
+/* Which clone of ZNN_CLONES functions this CPU runs: 2 = AVX-512, 1 = AVX2 (+FMA from
+ * GCC 12), 0 = baseline, -1 = no clones in this build. */
+int znn_simd_clone(void);
+
 /* 3-vector helpers */
 static inline int64_t znn_vol3(const int64_t *s) { return s[0] * s[1] * s[2]; }
 

@@ -26,14 +26,8 @@
 
 #include "fft_plan.h"
 
-/* Hot loops are compiled for AVX-512, AVX2+FMA (haswell) and the baseline, picked once at
- * load time (the build does not assume -march=native).  The spectral multiply-accumulates
+/* Hot loops are built per ISA (ZNN_CLONES, common.h).  The spectral multiply-accumulates
  * use explicit fma() so that every element rounds alike wherever a call range starts. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define ZNN_FFT_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
-#else
-#define ZNN_FFT_CLONES
-#endif
 
 #define ZNN_FFT_DECLARE(REAL, SFX)                                                            \
 /* out[b] = FFT of x[b] (shape xs) placed at `off` in a zero volume of shape n.             \

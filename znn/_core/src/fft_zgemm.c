@@ -11,14 +11,6 @@
 #include <string.h>
 #include <sys/mman.h>
 
-/* The small element-wise loops are compiled for AVX-512, AVX2+FMA and the baseline, picked
- * at load time (the build does not assume -march=native). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define ZG_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
-#else
-#define ZG_CLONES
-#endif
-
 #define ZG_CAT2(a, b) a##b
 #define ZG_CAT(a, b) ZG_CAT2(a, b)
 

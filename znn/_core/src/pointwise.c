@@ -26,16 +26,9 @@ static inline uint8_t pw_keep(uint64_t key, uint64_t i, uint64_t threshold)
     return (pw_mix64(key + (i + 1) * PW_GOLDEN) >> 32) < threshold;
 }
 
-/* The compare/hash loops vectorize well only with AVX2 / AVX-512 (the default build has no
- * -march): build per-ISA clones chosen at load time. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define PW_CLONES __attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
-#else
-#define PW_CLONES
-#endif
-
-/* m[i] = keep flag of element i0 + i, i < len. */
-PW_CLONES
+/* The compare/hash loops vectorize well only with AVX2 / AVX-512: ZNN_CLONES (common.h).
+ * m[i] = keep flag of element i0 + i, i < len. */
+ZNN_CLONES
 static void pw_mask_block(uint8_t *restrict m, int64_t i0, int64_t len, uint64_t key,
                           uint64_t threshold)
 {

@@ -8,14 +8,6 @@
 /* Outputs per work item of one tap operation (keeps the running max in L1). */
 #define POOL_CHUNK 2048
 
-/* The compare-and-select loops vectorize only from AVX2 on; build per-ISA clones picked at
- * load time (the default build has no -march). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define ZNN_POOL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ZNN_POOL_CLONES
-#endif
-
 static int pool_check_sizes(const char *what, int64_t C, const int64_t in[3],
                             const int64_t k[3], const int64_t d[3])
 {
