@@ -18,7 +18,7 @@
  * 3 MiB; layers of 48-100 maps gain most, those of 24-36 maps are unchanged. */
 #define WINO_BAND_BYTES ((int64_t)3 << 19)
 #define WINO_BUDGET ((int64_t)4 << 20)  /* bytes of transformed inputs per item */
-#define WINO_RUN 8      /* x classes from which rows are split in runs of one per class */
+#define WINO_RUN 4      /* x classes from which rows are split in runs of one per class */
 #define WINO_GROUPS 16  /* weight-gradient partial sums (fixed: thread-count independent) */
 
 /* Inlined into each clone, so compiled for its instruction set. */
