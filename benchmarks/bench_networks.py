@@ -28,6 +28,8 @@ CASES = {
     "net3d_7-infer": ("net3d_7.znn", "infer", (32, 128, 128), (2, 16, 16), 5.0, None),
 }
 FRAMEWORKS = ("znn", "znn-fft", "znn-direct", "torch")
+SCALING_CHILDREN = ("znn-scaling", "torch-scaling")  # 1 and 2 threads alternated
+FULL_CORES = 1.9  # a two-core ceiling at least this high: the host gave two full cores
 RESULT = "RESULT "  # prefix of the child's JSON line on stdout
 
 NOTES = """Notes:
@@ -50,6 +52,15 @@ NOTES = """Notes:
   (milliseconds) is subtracted. PyTorch: tifffile read, np.pad symmetric, dense forward
   (2D networks slice by slice, 3D networks on the whole padded volume at once), one float32
   TIFF per output channel; one small untimed warm-up forward first.
+- Alternated scaling (training cases): one more process per framework builds the network for
+  1 and for 2 threads (znn: each with the plan its own plan process saved; PyTorch: one model,
+  torch.set_num_threads before each step), warms both up, then runs {scaling_rounds} rounds of
+  one step at each thread count (order flipped every round), so both counts meet the same
+  host.  2t/1t is the median over rounds of each round's ratio.  Between rounds it measures
+  the host's two-core ceiling: the throughput of two single-threaded in-cache GEMMs run at
+  once over one alone (2.0x = two full cores; a busy sibling hardware thread of another
+  tenant lowers it).  No code scales past it; the rounds with a ceiling >= {full}x show the
+  scaling when the host gave two full cores.
 - ratio = torch time / znn time; 'met?' compares it with the issue's target.
 - rounds: {rounds} per (case, threads), the frameworks' processes in turn; each keeps its
   fastest round (all rounds' seconds are in the .json as round_seconds).
@@ -145,6 +156,68 @@ def znn_train(net_path, out, threads, fw, args):
         net.backward({k: np.ones_like(v) for k, v in y.items()})
         opt.step()
     return {**res, "seconds": best_time(step, repeats=args.repeats, warmup=args.warmup)}
+
+
+def alternate_threads(steps, rounds, warmup):
+    """Training steps at 1 and 2 threads in turn in one process, the two-core ceiling measured
+    between them: one (1-thread s, 2-thread s, ceiling) per round, the ceiling being the mean
+    of the probes before and after the round's two steps."""
+    from common import two_core_ceiling
+
+    for _ in range(warmup):
+        steps[1]()
+        steps[2]()
+    probes, rows = [two_core_ceiling()], []
+    for r in range(rounds):
+        took = {}
+        for n in (1, 2) if r % 2 == 0 else (2, 1):
+            t0 = time.perf_counter()
+            steps[n]()
+            took[n] = time.perf_counter() - t0
+        probes.append(two_core_ceiling())
+        rows.append((took[1], took[2], (probes[-2] + probes[-1]) / 2))
+    return rows
+
+
+def znn_scaling(net_path, out, args):
+    """1 and 2 threads alternated: two networks, each with the saved plan for its threads."""
+    import numpy as np
+
+    from znn.net.conv_plan import optimize_network
+    from znn.optim import SGD
+
+    local, steps, lines = local_copy(net_path, args.workdir), {}, []
+    rng = np.random.default_rng(0)
+    for threads in (1, 2):
+        net = build(local, out, threads)
+        optimize_network(net, training=True, budget=int(args.budget * GIB), znn_path=local,
+                         log=lines.append)
+        x = {n: rng.standard_normal(net.nodes[n].shape).astype(DTYPE) for n in net.inputs}
+        opt = SGD(net, net.output_size, eta=1e-6, momentum=0.9)
+
+        def step(net=net, x=x, opt=opt):
+            y = net.forward(x)
+            net.backward({k: np.ones_like(v) for k, v in y.items()})
+            opt.step()
+        steps[threads] = step
+    return {"rounds": alternate_threads(steps, args.scaling_rounds, args.warmup),
+            "replanned": any(not ln.startswith("conv plan") for ln in lines)}
+
+
+def torch_scaling(net_path, out, args):
+    import torch
+
+    from torch_nets import train_step
+
+    step = train_step(build(net_path, out, 2))
+
+    def at(threads):
+        def run():
+            torch.set_num_threads(threads)
+            step()
+        return run
+    return {"rounds": alternate_threads({1: at(1), 2: at(2)}, args.scaling_rounds,
+                                        args.warmup)}
 
 
 def torch_train(net_path, out, threads, args):
@@ -244,7 +317,7 @@ def run_child(args):
     threads = args.threads_one
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
-    if args.framework == "torch":
+    if args.framework.startswith("torch"):
         import torch
 
         torch.set_num_threads(threads)
@@ -257,6 +330,10 @@ def run_child(args):
     net_path = net_file if os.path.isabs(net_file) else NETWORKS / net_file
     if args.framework == "znn-plan":
         res = znn_plan(net_path, kind, size, threads, args)
+    elif args.framework == "znn-scaling":
+        res = znn_scaling(net_path, size, args)
+    elif args.framework == "torch-scaling":
+        res = torch_scaling(net_path, size, args)
     elif kind == "train":
         if args.framework == "torch":
             res = torch_train(net_path, size, threads, args)
@@ -274,7 +351,7 @@ def run_child(args):
     if "seconds" in res:
         res["vox_per_s"] = vox / res["seconds"]
     res.update(peak_rss_mb=peak_rss_mb(), voxels=vox, size=list(size))
-    if args.framework == "torch":
+    if args.framework.startswith("torch"):
         import torch
 
         res["torch_threads"] = torch.get_num_threads()
@@ -301,7 +378,7 @@ def child_cmd(args, case, threads, fw, workdir=None):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--case", case, "--framework", fw,
            "--threads-one", str(threads), "--repeats", str(args.repeats),
            "--warmup", str(args.warmup), "--cap", str(args.cap),
-           "--budget", f"{args.budget:.3f}"]
+           "--budget", f"{args.budget:.3f}", "--scaling-rounds", str(args.scaling_rounds)]
     if args.quick:
         cmd.append("--quick")
     if workdir:
@@ -327,6 +404,19 @@ def run_case(args, case, threads, fw):
     res["plan_peak_rss_mb"] = plan.get("peak_rss_mb")
     res["plan_other_cores"] = plan.get("other_cores")
     return res
+
+
+def run_scaling(args, case, fw):
+    """One process stepping the case at 1 and 2 threads in turn (znn: with the plans of
+    both thread counts, each made by its own plan process first)."""
+    if fw != "znn":
+        return run_child_process(args, case, 2, "torch-scaling")
+    with tempfile.TemporaryDirectory(prefix="znn-bench-plan-") as workdir:
+        for threads in (1, 2):
+            plan = run_child_process(args, case, threads, "znn-plan", workdir)
+            if "failed" in plan:
+                return plan
+        return run_child_process(args, case, 2, "znn-scaling", workdir)
 
 
 def run_child_process(args, case, threads, fw, workdir=None):
@@ -433,6 +523,34 @@ def tables(args, selected, threads_list, results):
     return main_rows, detail_rows, scale_rows
 
 
+def alternated_rows(args, selected, scaling):
+    """The table of 1- and 2-thread steps alternated in one process (medians over rounds)."""
+    from statistics import median
+
+    rows = []
+    for case in selected:
+        per = {fw: (scaling.get((case, fw)) or {}).get("rounds") for fw in ("znn", "torch")}
+        if not any(per.values()):
+            continue
+        _, _, size = case_setup(args, case)
+        target = CASES[case][5]
+        cells = {}
+        for fw, rounds in per.items():
+            if not rounds:
+                cells[fw] = ("-", "-")
+                continue
+            cells[fw] = (f"{median(a / b for a, b, _ in rounds):.2f}x",
+                         f"{median(c for _, _, c in rounds):.2f}x")
+        z = per["znn"] or []
+        full = [a / b for a, b, c in z if c >= FULL_CORES]
+        zmed = median(a / b for a, b, _ in z) if z else None
+        rows.append([f"{case} out {'x'.join(map(str, size))}", len(z), *cells["znn"],
+                     f"{median(full):.2f}x ({len(full)})" if full else "- (0)",
+                     *cells["torch"], f">= {target:g}x" if target else "",
+                     ("yes" if zmed >= target else "NO") if target and zmed else ""])
+    return rows
+
+
 def header_text(args):
     from common import machine
     from znn import kernels as K
@@ -471,11 +589,19 @@ def run_parent(args):
         from znn.inference import available_memory as avail
 
         args.budget = avail() / 2 / GIB
+    alternated = [(c, f) for c in selected for f in ("znn", "torch")
+                  if args.scaling_rounds > 0 and {1, 2} <= set(threads_list)
+                  and CASES[c][1] == "train" and f in fws]
     if args.dry_run:
         for c, t, f in jobs:
             if f == "znn":
                 print(" ".join(child_cmd(args, c, t, "znn-plan", "WORKDIR")))
             print(" ".join(child_cmd(args, c, t, f, "WORKDIR" if f == "znn" else None)))
+        for c, f in alternated:
+            for t in (1, 2) if f == "znn" else ():
+                print(" ".join(child_cmd(args, c, t, "znn-plan", "WORKDIR")))
+            print(" ".join(child_cmd(args, c, 2, f"{f}-scaling",
+                                     "WORKDIR" if f == "znn" else None)))
         return None
     results = {}
     for c, t, f in jobs:
@@ -486,8 +612,16 @@ def run_parent(args):
             for k in ("seconds", "plan_s", "modes", "replanned", "peak_rss_mb", "other_cores")
             if k in res), flush=True)
         results[(c, t, f)] = keep_faster(results.get((c, t, f)), res)
+    scaling = {}
+    for c, f in alternated:
+        print(f"== {c} 1 and 2 threads alternated in one process, {f}", flush=True)
+        scaling[(c, f)] = res = run_scaling(args, c, f)
+        print("   " + ("  ".join(f"{a / b:.2f}x (ceiling {r:.2f}x)"
+                                 for a, b, r in res.get("rounds", []))
+                       or res.get("failed", "?")), flush=True)
     head = header_text(args)
     main_rows, detail_rows, scale_rows = tables(args, selected, threads_list, results)
+    alt_rows = alternated_rows(args, selected, scaling)
     text = "\n\n".join([
         "# znn vs PyTorch: whole networks (issue 6)",
         "\n".join(f"- {k}: {v}" for k, v in head.items()),
@@ -497,17 +631,24 @@ def run_parent(args):
         "## 2-thread scaling (throughput 2 threads / 1 thread)",
         markdown_table(["case", "znn 2t/1t", "torch 2t/1t", "target (znn)", "met?"],
                        scale_rows) if scale_rows else "(needs --threads 1,2)",
+        "## 2-thread scaling, steps alternated in one process",
+        markdown_table(["case", "rounds", "znn 2t/1t", "host ceiling (znn rounds)",
+                        f"znn 2t/1t in rounds with ceiling >= {FULL_CORES}x (rounds)",
+                        "torch 2t/1t", "host ceiling (torch rounds)", "target (znn)", "met?"],
+                       alt_rows) if alt_rows else "(needs --threads 1,2, training cases and "
+                                                   "--scaling-rounds > 0)",
         "## Details",
         markdown_table(["case", "threads", "znn plan s", "znn modes",
                         "peak RSS GiB znn/fft/direct/torch", "znn s", "torch s",
                         "other CPU (cores) znn/torch"], detail_rows),
-        NOTES.format(rounds=args.rounds, repeats=args.repeats, warmup=args.warmup,
-                     cap=args.cap, budget=args.budget,
-                     retries=args.retries, cores=os.cpu_count(),
+        NOTES.format(rounds=args.rounds, scaling_rounds=args.scaling_rounds, full=FULL_CORES,
+                     repeats=args.repeats, warmup=args.warmup, cap=args.cap,
+                     budget=args.budget, retries=args.retries, cores=os.cpu_count(),
                      wait=args.wait_idle)])
     print("\n" + text)
     data = {"header": head, "results": [{"case": c, "threads": t, "framework": f, **r}
-                                        for (c, t, f), r in results.items()]}
+                                        for (c, t, f), r in results.items()],
+            "alternated": [{"case": c, "framework": f, **r} for (c, f), r in scaling.items()]}
     path = write_results("networks", text, data, args.out_dir)
     print(f"\nwritten: {path} and {path.with_suffix('.json')}")
     return data
@@ -530,6 +671,9 @@ def parse(argv=None):
     ap.add_argument("--rounds", type=int, default=1,
                     help="run every (case, threads) this many times, frameworks in turn, and "
                          "keep each one's fastest run (for shared, noisy hosts)")
+    ap.add_argument("--scaling-rounds", type=int, default=8,
+                    help="training cases: rounds of 1- and 2-thread steps alternated in one "
+                         "process per framework, with the two-core ceiling (0: skip)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     ap.add_argument("--budget", type=float, default=None,
                     help="GiB for the conv plan / inference (default half of available)")
@@ -543,7 +687,8 @@ def parse(argv=None):
     ap.add_argument("--out-dir", default=None, help="results folder (default bench-results/)")
     ap.add_argument("--dry-run", action="store_true", help="print the subprocess commands")
     ap.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)
-    ap.add_argument("--framework", choices=FRAMEWORKS + ("znn-plan",), help=argparse.SUPPRESS)
+    ap.add_argument("--framework", choices=FRAMEWORKS + ("znn-plan",) + SCALING_CHILDREN,
+                    help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     ap.add_argument("--threads-one", type=int, default=1, help=argparse.SUPPRESS)
     return ap.parse_args(argv)

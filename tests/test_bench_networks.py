@@ -47,10 +47,16 @@ def test_dry_run_lists_one_subprocess_per_case(tmp_path):
     out = _run(["--quick", "--dry-run", "--threads", "1,2"], tmp_path).splitlines()
     # 3 training cases x 2 threads x (znn plan, znn, fft-only, direct-only, torch)
     # + 2 inference cases x 2 threads x (znn plan, znn, torch)
-    assert len(out) == 3 * 2 * 5 + 2 * 2 * 3
+    # + 3 training cases x (znn plans for 1 and 2 threads, znn and torch alternated)
+    assert len(out) == 3 * 2 * 5 + 2 * 2 * 3 + 3 * 4
     assert all("--case" in line and "--threads-one" in line for line in out)
     assert sum("--case N4-infer" in line for line in out) == 6
-    assert sum("--framework znn-plan" in line for line in out) == 10
+    assert sum("--framework znn-plan" in line for line in out) == 10 + 6
+    alternated = [line for line in out if "-scaling --threads-one" in line]
+    assert len(alternated) == 6 and all("--threads-one 2" in line for line in alternated)
+    assert not any("infer" in line for line in alternated)
+    none = _run(["--quick", "--dry-run", "--scaling-rounds", "0"], tmp_path).splitlines()
+    assert len(none) == 3 * 2 * 5 + 2 * 2 * 3
     assert not list(tmp_path.glob("networks.*"))
     only = _run(["--dry-run", "--only", "VD2D3D", "--threads", "2"], tmp_path).splitlines()
     assert len(only) == 5 and all("--threads-one 2" in line for line in only)
@@ -107,6 +113,60 @@ def test_tables_ratio_target_and_scaling():
     assert main[1][3:5] == ["est. 20.0 GiB", "rc=137"]
     assert main[1][6:] == ["2.50x", ">= 2x", "yes"]
     assert scale == [["N4-train out 1x200x200", "1.67x", "1.67x", ">= 1.85x", "NO"]]
+
+
+def _bench_module():
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import bench_networks as bn
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    return bn
+
+
+@pytest.mark.parametrize("framework", ["znn", "torch"])
+def test_alternated_child_steps_both_thread_counts(tmp_path, framework):
+    if framework == "torch":
+        pytest.importorskip("torch")
+    tiny = str(ROOT / "networks" / "tiny3d.znn")
+    p = subprocess.run([sys.executable, str(BENCH), "--case", "net3d_7-train", "--framework",
+                        f"{framework}-scaling", "--threads-one", "2", "--scaling-rounds", "3",
+                        "--warmup", "1", "--budget", "1", "--workdir", str(tmp_path),
+                        "--net", f"net3d_7-train={tiny}", "--size", "net3d_7-train=2,2,2"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+    assert len(res["rounds"]) == 3
+    for one, two, ceiling in res["rounds"]:
+        assert one > 0 and two > 0 and 0.2 < ceiling < 3.0
+    if framework == "znn":  # no plan process ran first: the child made the plans itself
+        assert res["replanned"] is True
+
+
+def test_alternate_threads_flips_the_order_and_probes_between_rounds(monkeypatch):
+    bn = _bench_module()
+    import common
+
+    calls, probes = [], iter([1.0, 2.0, 1.5, 1.9])
+    monkeypatch.setattr(common, "two_core_ceiling", lambda: next(probes))
+    rows = bn.alternate_threads({1: lambda: calls.append(1), 2: lambda: calls.append(2)},
+                                rounds=3, warmup=1)
+    assert calls == [1, 2] + [1, 2, 2, 1, 1, 2]
+    assert [r[2] for r in rows] == [1.5, 1.75, 1.7]  # mean of the probes around each round
+    assert all(r[0] >= 0 and r[1] >= 0 for r in rows)
+
+
+def test_alternated_table_medians_and_full_core_rounds():
+    bn = _bench_module()
+    args = SimpleNamespace(quick=False, size=None, net=None)
+    rounds = [(1.0, 0.5, 1.95), (1.0, 0.6, 1.5), (1.0, 0.52, 1.92), (1.2, 1.0, 1.1)]
+    scaling = {("N4-train", "znn"): {"rounds": rounds},
+               ("N4-train", "torch"): {"rounds": [(4.0, 2.5, 1.8), (4.0, 3.0, 1.6)]},
+               ("VD2D3D-train", "znn"): {"failed": "rc=1"}}
+    rows = bn.alternated_rows(args, ["N4-train", "VD2D3D-train", "N4-infer"], scaling)
+    # znn ratios 2.0, 1.67, 1.92, 1.2: median 1.79; rounds with ceiling >= 1.9: 2.0, 1.92
+    assert rows == [["N4-train out 1x200x200", 4, "1.79x", "1.71x", "1.96x (2)", "1.47x",
+                     "1.70x", ">= 1.85x", "NO"]]
 
 
 def test_rounds_keep_each_frameworks_fastest_run():
