@@ -68,8 +68,8 @@ def write_table(name, header, rows):
 def two_core_ceiling(calls=200):
     """What two cores deliver right now: the throughput of two single-threaded, in-cache GEMMs
     (1x1x1 convolutions, 96 maps to 96 over 1024 voxels) run at the same time, over one run
-    alone.  2.0 means two full cores; on a shared virtual machine a busy sibling hardware
-    thread or another tenant's traffic lowers it, and no code can scale past it."""
+    alone.  2.0 means two full cores; on a shared virtual machine other tenants' work on the
+    same physical cores lowers it.  A sample of ~0.2 s: it moves within seconds."""
     import threading
 
     import numpy as np

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_layers.py", "bench_networks.py", "bench_malis.py")
+SCRIPTS = ("bench_layers.py", "bench_networks.py", "bench_tasks.py", "bench_malis.py")
 
 
 def main():

@@ -156,7 +156,7 @@ def test_alternate_threads_flips_the_order_and_probes_between_rounds(monkeypatch
     assert all(r[0] >= 0 and r[1] >= 0 for r in rows)
 
 
-def test_alternated_table_medians_and_full_core_rounds():
+def test_alternated_table_medians_and_ranges():
     bn = _bench_module()
     args = SimpleNamespace(quick=False, size=None, net=None)
     rounds = [(1.0, 0.5, 1.95), (1.0, 0.6, 1.5), (1.0, 0.52, 1.92), (1.2, 1.0, 1.1)]
@@ -164,9 +164,12 @@ def test_alternated_table_medians_and_full_core_rounds():
                ("N4-train", "torch"): {"rounds": [(4.0, 2.5, 1.8), (4.0, 3.0, 1.6)]},
                ("VD2D3D-train", "znn"): {"failed": "rc=1"}}
     rows = bn.alternated_rows(args, ["N4-train", "VD2D3D-train", "N4-infer"], scaling)
-    # znn ratios 2.0, 1.67, 1.92, 1.2: median 1.79; rounds with ceiling >= 1.9: 2.0, 1.92
-    assert rows == [["N4-train out 1x200x200", 4, "1.79x", "1.71x", "1.96x (2)", "1.47x",
-                     "1.70x", ">= 1.85x", "NO"]]
+    # znn ratios 2.0, 1.67, 1.92, 1.2; torch 1.6, 1.33; probes of both: median 1.7
+    assert rows == [["N4-train out 1x200x200", "4/2", "1.79x (1.20-2.00)",
+                     "1.47x (1.33-1.60)", "1.70x (1.10-1.95)", ">= 1.85x", "NO"]]
+    fast = {("N4-train", "znn"): {"rounds": [(1.0, 0.5, 1.9)] * 3}}
+    assert bn.alternated_rows(args, ["N4-train"], fast)[0][1:] == \
+        ["3/0", "2.00x (2.00-2.00)", "-", "1.90x (1.90-1.90)", ">= 1.85x", "yes"]
 
 
 def test_rounds_keep_each_frameworks_fastest_run():

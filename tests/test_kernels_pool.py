@@ -196,6 +196,80 @@ def test_max_filter_backward_independent_of_threads():
     np.testing.assert_array_equal(a, b)
 
 
+RECOMPUTE_CASES = [
+    # (spatial shape, size, dilation): rows of >= 256 outputs run row by row, shorter rows
+    # are joined into runs of up to 2048 plane positions (several runs for the larger planes)
+    ((9, 10, 11), (2, 2, 2), (1, 1, 1)),
+    ((9, 12, 13), (1, 2, 2), (1, 2, 2)),
+    ((6, 20, 25), (2, 1, 4), (2, 3, 1)),
+    ((1, 50, 60), (1, 2, 2), (1, 1, 3)),       # 2 runs of the joined rows
+    ((3, 40, 70), (2, 2, 2), (1, 4, 2)),       # 2 runs per slab, windows across slabs
+    ((1, 7, 300), (1, 2, 2), (1, 2, 8)),       # rows of 284 outputs
+    ((33, 34), (2, 2), (16, 16)),
+    ((12, 13), (3, 1), (2, 5)),
+    ((4, 5, 6), (1, 1, 1), (1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,size,dilation", RECOMPUTE_CASES)
+def test_max_filter_backward_recompute_routes_like_the_tie_rule(dtype, shape, size, dilation):
+    """Without an arg-max: the same dx as the numpy reference's arg-max scatter, exactly
+    (inputs with many ties; integer gradients, so the order of additions cannot matter)."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 3, (3, *shape)).astype(dtype)
+    y, ref_am = ref_max_filter(x.astype(np.float64), size, dilation)
+    g = rng.integers(-3, 4, y.shape).astype(dtype)
+    want = scatter_ref(g, ref_am, x.shape)
+    assert _pool.max_filter_recomputes(size)
+    for threads in (1, 2):
+        dx = _pool.max_filter_backward_recompute(x, g, size, dilation, nthreads=threads)
+        assert dx.dtype == dtype and dx.shape == x.shape
+        np.testing.assert_array_equal(dx, want)
+    base = rng.integers(-5, 5, x.shape).astype(dtype)
+    acc = base.copy()
+    r = _pool.max_filter_backward_recompute(x, g, size, dilation, out=acc, accumulate=True)
+    assert r is acc
+    np.testing.assert_array_equal(acc, base + want)
+    over = base.copy()
+    _pool.max_filter_backward_recompute(x, g, size, dilation, out=over)
+    np.testing.assert_array_equal(over, want)
+
+
+def test_max_filter_backward_recompute_random_values_match_the_argmax_path():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((4, 3, 70, 90)).astype(np.float32)
+    y, am = _pool.max_filter_forward(x, (2, 2, 2), (1, 2, 3))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    a = _pool.max_filter_backward(g, am, x.shape)
+    b = _pool.max_filter_backward_recompute(x, g, (2, 2, 2), (1, 2, 3), nthreads=2)
+    np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(b, _pool.max_filter_backward_recompute(
+        x, g, (2, 2, 2), (1, 2, 3), nthreads=1))
+
+
+def test_max_filter_backward_recompute_nan_maximum_passes_no_gradient():
+    x = np.array([[[[np.nan, 1.0, 2.0], [0.0, 3.0, 1.0]]]], np.float32)  # (1, 1, 2, 3)
+    g = np.ones((1, 1, 1, 2), np.float32)
+    dx = _pool.max_filter_backward_recompute(x, g, (1, 2, 2), 1)
+    # window 0 starts at the NaN: its maximum is NaN, no tap holds it; window 1's max is 3.0
+    np.testing.assert_array_equal(dx, [[[[0, 0, 0], [0, 1, 0]]]])
+
+
+def test_max_filter_backward_recompute_bad_arguments():
+    x = np.zeros((2, 6, 7, 8), np.float32)
+    g = np.zeros((2, 5, 6, 7), np.float32)
+    assert not _pool.max_filter_recomputes((3, 3, 1)) and _pool.max_filter_recomputes((2, 2, 2))
+    with pytest.raises(ValueError, match="size .* 9 taps"):
+        _pool.max_filter_backward_recompute(x, np.zeros((2, 4, 5, 8), np.float32), (3, 3, 1))
+    with pytest.raises(ValueError, match="g must have the output shape"):
+        _pool.max_filter_backward_recompute(x, g[:, :-1], 2)
+    with pytest.raises(TypeError, match="g must have x's dtype"):
+        _pool.max_filter_backward_recompute(x, g.astype(np.float64), 2)
+    with pytest.raises(ValueError, match="out"):
+        _pool.max_filter_backward_recompute(x, g, 2, out=x)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,size", [((8, 12, 10), (2, 2, 2)), ((6, 12, 10), (1, 3, 5)),
                                         ((12, 10), (4, 2)), ((3, 4, 5), (3, 4, 5))])

@@ -196,10 +196,15 @@ def loss_and_grad(outputs, targets):
 
 
 @pytest.mark.parametrize("mode", ["fft", "direct"])
-@pytest.mark.parametrize("name,out", [("<all>", (2, 2, 3)), ("tiny3d.znn", (2, 2, 2))])
+@pytest.mark.parametrize("name,out", [("<all>", (2, 2, 3)), ("<all, 9-tap filter>", (2, 2, 3)),
+                                      ("tiny3d.znn", (2, 2, 2))])
 def test_gradients_match_finite_differences(name, out, mode):
+    """2x2x2 max filters train without an arg-max (recomputed), 3x3x1 ones with it."""
     rng = np.random.default_rng(3)
-    text = ALL_TYPES if name == "<all>" else (NETWORKS / name).read_text()
+    text = ALL_TYPES if name.startswith("<all") else (NETWORKS / name).read_text()
+    if "9-tap" in name:
+        text = text.replace("size 2,2,2\nstride 2,1,2", "size 3,3,1\nstride 2,1,2")
+        assert "size 3,3,1" in text
     # forward_logistics passes dE/dy through unchanged (tested separately): use logistics here
     text = text.replace("function forward_logistics", "function logistics")
     net = build(text, out, dtype="float64", conv_mode=mode)
@@ -493,8 +498,8 @@ def test_inference_pass_max_filter_skips_the_argmax_with_the_same_values():
         znn.kernels.max_filter_values(np.zeros((1, 4, 4, 4), np.float32), 3, 2)
     net = build("net3d_5.znn", (2, 2, 2), dtype="float64", conv_mode="direct")
     inputs = random_inputs(net, rng)
-    kept = net.forward(inputs)["output"]
-    assert net.edges["pool1"]._argmax is not None
+    kept = net.forward(inputs)["output"]  # training: 2x2x2 windows keep the input, no arg-max
+    assert net.edges["pool1"]._argmax is None and net.edges["pool1"]._x is not None
     lean = net.forward(inputs, keep_state=False)["output"]
-    assert net.edges["pool1"]._argmax is None
+    assert net.edges["pool1"]._argmax is None and net.edges["pool1"]._x is None
     np.testing.assert_array_equal(kept, lean)

@@ -13,7 +13,8 @@ released on `nthreads` OpenMP threads (0 or less: every core).  See each module 
 - direct convolution (MKL GEMM, or Winograd tiles with winograd=6|8): conv_forward,
   conv_backward_data, conv_backward_weight, winograd_fits, winograd_scratch_bytes,
   WINOGRAD_POINTS
-- pooling: max_filter_forward/backward, max_filter_values, max_pool_forward/backward
+- pooling: max_filter_forward/backward, max_filter_values, max_filter_backward_recompute
+  (no stored arg-max; max_filter_recomputes), max_pool_forward/backward
 - pointwise: transfer_forward/backward, transfer_backward_sum, channel_sum,
   dropout_forward/backward, maxout_forward/backward, FUNCTIONS (transfer-function name -> code)
 - build: build_flags, default_dtype, simd_clone (the per-ISA clone of the hot loops in use),
@@ -31,7 +32,8 @@ from znn._core._fft import backend as fft_backend
 from znn._core._pointwise import (FUNCTIONS, channel_sum, dropout_backward, dropout_forward,
                                   maxout_backward, maxout_forward, transfer_backward,
                                   transfer_backward_sum, transfer_forward)
-from znn._core._pool import (max_filter_backward, max_filter_forward, max_filter_values,
+from znn._core._pool import (max_filter_backward, max_filter_backward_recompute,
+                             max_filter_forward, max_filter_recomputes, max_filter_values,
                              max_pool_backward, max_pool_forward)
 
 build_flags = _build.build_flags
@@ -45,7 +47,8 @@ __all__ = [
     "default_dtype",
     "dropout_backward", "dropout_forward", "fft_backend", "irfft", "kernel_spectra",
     "kernel_spectra_fm", "kernel_spectra_yx", "mac_backward", "mac_backward_streamed",
-    "mac_forward", "mac_forward_streamed", "max_filter_backward", "max_filter_forward",
+    "mac_forward", "mac_forward_streamed", "max_filter_backward",
+    "max_filter_backward_recompute", "max_filter_forward", "max_filter_recomputes",
     "max_filter_values", "max_pool_backward", "max_pool_forward", "maxout_backward",
     "maxout_forward", "release_zgemm_scratch", "retain_freed_memory", "rfft", "simd_clone",
     "transfer_backward",

@@ -11,6 +11,7 @@ check(znn_runtime_init())
 
 cdef extern from "pool.h" nogil:
     int ZNN_POOL_NAIVE_MAX
+    int ZNN_POOL_RECOMPUTE_MAX
     int znn_max_filter_forward_s(const float *x, int64_t C, const int64_t *in_shape,
                                  const int64_t *size, const int64_t *dilation,
                                  float *y, int64_t *argmax, int nthreads)
@@ -31,8 +32,17 @@ cdef extern from "pool.h" nogil:
                            int64_t in_vol, float *dx, int accumulate, int nthreads)
     int znn_max_backward_d(const double *g, const int64_t *argmax, int64_t C, int64_t out_vol,
                            int64_t in_vol, double *dx, int accumulate, int nthreads)
+    int znn_max_filter_backward_recompute_s(const float *x, const float *g, int64_t C,
+                                            const int64_t *in_shape, const int64_t *size,
+                                            const int64_t *dilation, float *dx,
+                                            int accumulate, int nthreads)
+    int znn_max_filter_backward_recompute_d(const double *x, const double *g, int64_t C,
+                                            const int64_t *in_shape, const int64_t *size,
+                                            const int64_t *dilation, double *dx,
+                                            int accumulate, int nthreads)
 
 NAIVE_MAX = ZNN_POOL_NAIVE_MAX
+RECOMPUTE_MAX = ZNN_POOL_RECOMPUTE_MAX
 _REALS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -261,3 +271,54 @@ def max_filter_backward(g, argmax, in_shape, out=None, accumulate=False, int nth
 def max_pool_backward(g, argmax, in_shape, out=None, accumulate=False, int nthreads=0):
     """Backward of max_pool_forward: scatter g into the arg-max positions; returns dx."""
     return _backward(g, argmax, in_shape, out, accumulate, nthreads)
+
+
+def max_filter_recomputes(size):
+    """Whether a max filter window of `size` taps per axis is small enough for
+    max_filter_backward_recompute (training then stores no arg-max)."""
+    return int(np.prod(size)) <= ZNN_POOL_RECOMPUTE_MAX
+
+
+def max_filter_backward_recompute(x, g, size, dilation=1, out=None, accumulate=False,
+                                  int nthreads=0):
+    """max_filter_backward without a stored arg-max: the window maxima are found again in x
+    (the forward input) and each g goes to the first tap holding it in the forward's tie
+    order (smallest x, then y, then z).  Same dx as max_filter_backward with the arg-max of
+    max_filter_forward, up to the order of additions; a window whose maximum is NaN passes
+    no gradient.  Windows of at most RECOMPUTE_MAX taps (see max_filter_recomputes)."""
+    x, shape, i3, k3, d3 = _filter_args(x, size, dilation)
+    if not max_filter_recomputes(k3):
+        raise ValueError(f"size {tuple(size)}: {int(np.prod(k3))} taps; at most "
+                         f"{ZNN_POOL_RECOMPUTE_MAX} without an arg-max")
+    g = _maps(g, "g")
+    if g.dtype != x.dtype:
+        raise TypeError(f"g must have x's dtype {x.dtype}, got {g.dtype}")
+    if tuple(g.shape) != tuple(shape):
+        raise ValueError(f"g must have the output shape {tuple(shape)}, got {g.shape}")
+    if out is None:
+        dx = np.empty(x.shape, dtype=x.dtype)
+        accumulate = False
+    else:
+        dx = _target(out, x.shape, x.dtype, "out")
+        if np.may_share_memory(dx, g) or np.may_share_memory(dx, x):
+            raise ValueError("out must not share memory with x or g")
+    cdef int64_t ins[3]
+    cdef int64_t ks[3]
+    cdef int64_t ds[3]
+    _fill3(ins, ks, ds, i3, k3, d3)
+    cdef int64_t C = x.shape[0]
+    cdef void *px = _ptr(x)
+    cdef void *pg = _ptr(g)
+    cdef void *pd = _ptr(dx)
+    cdef int acc = 1 if accumulate else 0
+    cdef int st
+    cdef bint single = x.dtype == np.float32
+    with nogil:
+        if single:
+            st = znn_max_filter_backward_recompute_s(<float *>px, <float *>pg, C, ins, ks, ds,
+                                                     <float *>pd, acc, nthreads)
+        else:
+            st = znn_max_filter_backward_recompute_d(<double *>px, <double *>pg, C, ins, ks,
+                                                     ds, <double *>pd, acc, nthreads)
+    check(st)
+    return dx

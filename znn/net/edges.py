@@ -84,21 +84,33 @@ class Dropout(Edge):
 
 
 class MaxFilter(Edge):
-    """Dense sliding max over `size` taps spaced by the input sparsity."""
+    """Dense sliding max over `size` taps spaced by the input sparsity.
+
+    Training keeps no arg-max for windows of up to 8 taps (K.max_filter_recomputes): the
+    backward pass finds each window's maximum again in the input, which the source node keeps
+    anyway.  That saves an int64 volume per output voxel and, for 1x2x2 windows, time (N4's
+    48-map filters on 292x292: 12.8 -> 10.4 ms forward + backward on one core; 2x2x2 windows
+    on 40^3: 10.1 -> 12.4 ms).  Larger windows store the arg-max."""
 
     def forward(self, x):
-        self._argmax = None
-        if not self.net.keeping_state:  # inference: no backward, so no argmax to store
+        self._argmax = self._x = None
+        recompute = K.max_filter_recomputes(self.spec.size)
+        if not self.net.keeping_state or recompute:  # no arg-max to store
+            if self.net.keeping_state:
+                self._x = x
             return K.max_filter_values(x, self.spec.size, self.dilation, nthreads=self.threads)
         y, self._argmax = K.max_filter_forward(x, self.spec.size, self.dilation,
                                                nthreads=self.threads)
         return y
 
     def backward(self, g):
+        if self._x is not None:
+            return K.max_filter_backward_recompute(self._x, g, self.spec.size, self.dilation,
+                                                   nthreads=self.threads)
         return K.max_filter_backward(g, self._argmax, self.src.shape, nthreads=self.threads)
 
     def release(self):
-        self._argmax = None
+        self._argmax = self._x = None
 
 
 class MaxPool(Edge):

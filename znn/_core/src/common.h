@@ -101,5 +101,7 @@ int znn_simd_clone(void);
 
 /* 3-vector helpers */
 static inline int64_t znn_vol3(const int64_t *s) { return s[0] * s[1] * s[2]; }
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 #endif

@@ -66,8 +66,6 @@ static int geom_init(geom *G, int64_t n_in, int64_t n_out, const int64_t *in_sha
 
 static void geom_free(geom *G) { free(G->off); G->off = NULL; }
 
-static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 #if ZNN_USE_MKL_DIRECT_CONV
 /* Output columns of the GEMM lowering, as runs of flat input-grid positions.  Output slice z

@@ -24,8 +24,6 @@
 /* Inlined into each clone, so compiled for its instruction set. */
 #define WINO_INLINE __attribute__((always_inline)) static inline
 
-static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 int znn_wino_tile(int64_t r, int points)
 {

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #define ZNN_POOL_NAIVE_MAX 6
+#define ZNN_POOL_RECOMPUTE_MAX 8  /* taps of the largest window the arg-max-free backward takes */
 
 int znn_max_filter_forward_s(const float *x, int64_t C, const int64_t in_shape[3],
                              const int64_t size[3], const int64_t dilation[3],
@@ -58,5 +59,22 @@ int znn_max_backward_s(const float *g, const int64_t *argmax, int64_t C, int64_t
                        int64_t in_vol, float *dx, int accumulate, int nthreads);
 int znn_max_backward_d(const double *g, const int64_t *argmax, int64_t C, int64_t out_vol,
                        int64_t in_vol, double *dx, int accumulate, int nthreads);
+
+/* Max filter backward without a stored arg-max: each output's window maximum is found again
+ * in x (the forward input) and g goes to the first tap in the tie order above (smallest x,
+ * then y, then z offset) holding it: the same dx as max_filter_backward with the arg-max of
+ * max_filter_forward, up to the order of additions.  A window whose maximum is NaN passes no
+ * gradient.  Windows of at most ZNN_POOL_RECOMPUTE_MAX taps (each tap is one pass over the
+ * outputs; larger windows are cheaper with the arg-max).  Work items are channels (or channel
+ * slabs when size z = 1); every dx element is summed in the same order whatever the thread
+ * count.  Scratch: three runs of at most POOL_CHUNK values per thread. */
+int znn_max_filter_backward_recompute_s(const float *x, const float *g, int64_t C,
+                                        const int64_t in_shape[3], const int64_t size[3],
+                                        const int64_t dilation[3], float *dx, int accumulate,
+                                        int nthreads);
+int znn_max_filter_backward_recompute_d(const double *x, const double *g, int64_t C,
+                                        const int64_t in_shape[3], const int64_t size[3],
+                                        const int64_t dilation[3], double *dx, int accumulate,
+                                        int nthreads);
 
 #endif
