@@ -106,11 +106,19 @@ def _no_alias(x, y, am=None):
         raise ValueError("out and argmax must not share memory")
 
 
-cdef void _fill3(int64_t *ins, int64_t *ks, int64_t *ds, i3, k3, d3):
+cdef struct window3:  # a max filter's input shape, size and dilation as C 3-vectors
+    int64_t ins[3]
+    int64_t ks[3]
+    int64_t ds[3]
+
+
+cdef window3 _window3(i3, k3, d3):
+    cdef window3 w
     for a in range(3):
-        ins[a] = i3[a]
-        ks[a] = k3[a]
-        ds[a] = d3[a]
+        w.ins[a] = i3[a]
+        w.ks[a] = k3[a]
+        w.ds[a] = d3[a]
+    return w
 
 
 def _filter_args(x, size, dilation):
@@ -141,10 +149,7 @@ def max_filter_forward(x, size, dilation=1, out=None, argmax=None, int nthreads=
     y = _target(out, shape, x.dtype, "out")
     am = _target(argmax, shape, np.int64, "argmax")
     _no_alias(x, y, am)
-    cdef int64_t ins[3]
-    cdef int64_t ks[3]
-    cdef int64_t ds[3]
-    _fill3(ins, ks, ds, i3, k3, d3)
+    cdef window3 w = _window3(i3, k3, d3)
     cdef int64_t C = x.shape[0]
     cdef void *px = _ptr(x)
     cdef void *py = _ptr(y)
@@ -153,9 +158,10 @@ def max_filter_forward(x, size, dilation=1, out=None, argmax=None, int nthreads=
     cdef bint single = x.dtype == np.float32
     with nogil:
         if single:
-            st = znn_max_filter_forward_s(<float *>px, C, ins, ks, ds, <float *>py, pa, nthreads)
+            st = znn_max_filter_forward_s(<float *>px, C, w.ins, w.ks, w.ds, <float *>py, pa,
+                                          nthreads)
         else:
-            st = znn_max_filter_forward_d(<double *>px, C, ins, ks, ds, <double *>py, pa,
+            st = znn_max_filter_forward_d(<double *>px, C, w.ins, w.ks, w.ds, <double *>py, pa,
                                           nthreads)
     check(st)
     return y, am
@@ -167,10 +173,7 @@ def max_filter_values(x, size, dilation=1, out=None, int nthreads=0):
     x, shape, i3, k3, d3 = _filter_args(x, size, dilation)
     y = _target(out, shape, x.dtype, "out")
     _no_alias(x, y)
-    cdef int64_t ins[3]
-    cdef int64_t ks[3]
-    cdef int64_t ds[3]
-    _fill3(ins, ks, ds, i3, k3, d3)
+    cdef window3 w = _window3(i3, k3, d3)
     cdef int64_t C = x.shape[0]
     cdef void *px = _ptr(x)
     cdef void *py = _ptr(y)
@@ -178,9 +181,11 @@ def max_filter_values(x, size, dilation=1, out=None, int nthreads=0):
     cdef bint single = x.dtype == np.float32
     with nogil:
         if single:
-            st = znn_max_filter_values_s(<float *>px, C, ins, ks, ds, <float *>py, nthreads)
+            st = znn_max_filter_values_s(<float *>px, C, w.ins, w.ks, w.ds, <float *>py,
+                                         nthreads)
         else:
-            st = znn_max_filter_values_d(<double *>px, C, ins, ks, ds, <double *>py, nthreads)
+            st = znn_max_filter_values_d(<double *>px, C, w.ins, w.ks, w.ds, <double *>py,
+                                         nthreads)
     check(st)
     return y
 
@@ -302,10 +307,7 @@ def max_filter_backward_recompute(x, g, size, dilation=1, out=None, accumulate=F
         dx = _target(out, x.shape, x.dtype, "out")
         if np.may_share_memory(dx, g) or np.may_share_memory(dx, x):
             raise ValueError("out must not share memory with x or g")
-    cdef int64_t ins[3]
-    cdef int64_t ks[3]
-    cdef int64_t ds[3]
-    _fill3(ins, ks, ds, i3, k3, d3)
+    cdef window3 w = _window3(i3, k3, d3)
     cdef int64_t C = x.shape[0]
     cdef void *px = _ptr(x)
     cdef void *pg = _ptr(g)
@@ -315,10 +317,10 @@ def max_filter_backward_recompute(x, g, size, dilation=1, out=None, accumulate=F
     cdef bint single = x.dtype == np.float32
     with nogil:
         if single:
-            st = znn_max_filter_backward_recompute_s(<float *>px, <float *>pg, C, ins, ks, ds,
-                                                     <float *>pd, acc, nthreads)
+            st = znn_max_filter_backward_recompute_s(<float *>px, <float *>pg, C, w.ins, w.ks,
+                                                     w.ds, <float *>pd, acc, nthreads)
         else:
-            st = znn_max_filter_backward_recompute_d(<double *>px, <double *>pg, C, ins, ks,
-                                                     ds, <double *>pd, acc, nthreads)
+            st = znn_max_filter_backward_recompute_d(<double *>px, <double *>pg, C, w.ins, w.ks,
+                                                     w.ds, <double *>pd, acc, nthreads)
     check(st)
     return dx
