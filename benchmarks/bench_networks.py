@@ -158,22 +158,22 @@ def znn_train(net_path, out, threads, fw, args):
 
 
 def alternate_threads(steps, rounds, warmup):
-    """Training steps at 1 and 2 threads in turn in one process, the two-core ceiling measured
-    between them: one (1-thread s, 2-thread s, ceiling) per round, the ceiling being the mean
-    of the probes before and after the round's two steps."""
-    from common import two_core_ceiling
+    """Training steps at 1 and 2 threads in turn in one process, the two-core probe run
+    between them: one (1-thread s, 2-thread s, probe) per round, the probe being the mean of
+    the readings before and after the round's two steps."""
+    from common import two_core_probe
 
     for _ in range(warmup):
         steps[1]()
         steps[2]()
-    probes, rows = [two_core_ceiling()], []
+    probes, rows = [two_core_probe()], []
     for r in range(rounds):
         took = {}
         for n in (1, 2) if r % 2 == 0 else (2, 1):
             t0 = time.perf_counter()
             steps[n]()
             took[n] = time.perf_counter() - t0
-        probes.append(two_core_ceiling())
+        probes.append(two_core_probe())
         rows.append((took[1], took[2], (probes[-2] + probes[-1]) / 2))
     return rows
 
@@ -615,7 +615,7 @@ def run_parent(args):
     for c, f in alternated:
         print(f"== {c} 1 and 2 threads alternated in one process, {f}", flush=True)
         scaling[(c, f)] = res = run_scaling(args, c, f)
-        print("   " + ("  ".join(f"{a / b:.2f}x (ceiling {r:.2f}x)"
+        print("   " + ("  ".join(f"{a / b:.2f}x (probe {r:.2f}x)"
                                  for a, b, r in res.get("rounds", []))
                        or res.get("failed", "?")), flush=True)
     head = header_text(args)
@@ -672,7 +672,7 @@ def parse(argv=None):
                          "keep each one's fastest run (for shared, noisy hosts)")
     ap.add_argument("--scaling-rounds", type=int, default=8,
                     help="training cases: rounds of 1- and 2-thread steps alternated in one "
-                         "process per framework, with the two-core ceiling (0: skip)")
+                         "process per framework, with the two-core probe (0: skip)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     ap.add_argument("--budget", type=float, default=None,
                     help="GiB for the conv plan / inference (default half of available)")

@@ -5,8 +5,8 @@ input gradient (backward-data) and the weight gradient (backward-weight).  Task 
 runs them at once, one thread each; znn instead runs them one after the other, each kernel
 splitting its own work over both threads.  This times both ways on the conv layers of a
 network (direct convolution, Winograd tiles where the kernel fits, as the conv plan mostly
-picks for N4 and VD2D3D), alternated round by round with the host's two-core ceiling (two
-single-threaded in-cache GEMMs at once over one alone; see common.two_core_ceiling).
+picks for N4 and VD2D3D), alternated round by round with the host's two-core probe (two
+single-threaded in-cache GEMMs at once over one alone; see common.two_core_probe).
 
 Usage: python benchmarks/bench_tasks.py [--net N4.znn --out 1,200,200] [--rounds 5]
 """
@@ -23,7 +23,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import two_core_ceiling, write_results  # noqa: E402
+from common import markdown_table, two_core_probe, write_results  # noqa: E402
 
 
 def layer_work(edge, rng):
@@ -76,14 +76,14 @@ def main(argv=None):
             other.result()
         inside(), across()
         took = {"in kernels": [], "across tasks": []}
-        ceilings = []
+        probes = []
         for r in range(args.rounds):
             for name, fn in ((("in kernels", inside), ("across tasks", across)) if r % 2 == 0
                              else (("across tasks", across), ("in kernels", inside))):
                 t0 = time.perf_counter()
                 fn()
                 took[name].append(time.perf_counter() - t0)
-            ceilings.append(two_core_ceiling(100))
+            probes.append(two_core_probe(100))
         med = {k: median(v) for k, v in took.items()}
         for k in totals:
             totals[k] += med[k]
@@ -91,16 +91,14 @@ def main(argv=None):
                      "x".join(map(str, edge.ksize)), f"{med['in kernels'] * 1e3:.1f}",
                      f"{med['across tasks'] * 1e3:.1f}",
                      f"{med['in kernels'] / med['across tasks']:.2f}x",
-                     f"{median(ceilings):.2f}x"])
+                     f"{median(probes):.2f}x"])
         print(rows[-1], flush=True)
     rows.append(["total", "", "", f"{totals['in kernels'] * 1e3:.1f}",
                  f"{totals['across tasks'] * 1e3:.1f}",
                  f"{totals['in kernels'] / totals['across tasks']:.2f}x", ""])
-    from common import markdown_table
-
     text = markdown_table(["layer", "maps", "kernel", "in kernels ms (2 threads each)",
                            "across tasks ms (1 thread each, at once)",
-                           "speed-up of tasks", "host ceiling"], rows)
+                           "speed-up of tasks", "two-core probe"], rows)
     print(text)
     path = write_results("tasks", f"# Backward pass: threads inside kernels or across tasks\n\n"
                          f"network {Path(args.net).name}, output {args.out}, medians of "

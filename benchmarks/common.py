@@ -65,7 +65,7 @@ def write_table(name, header, rows):
     return text
 
 
-def two_core_ceiling(calls=200):
+def two_core_probe(calls=200):
     """What two cores deliver right now: the throughput of two single-threaded, in-cache GEMMs
     (1x1x1 convolutions, 96 maps to 96 over 1024 voxels) run at the same time, over one run
     alone.  2.0 means two full cores; on a shared virtual machine other tenants' work on the

@@ -148,7 +148,7 @@ def test_alternate_threads_flips_the_order_and_probes_between_rounds(monkeypatch
     import common
 
     calls, probes = [], iter([1.0, 2.0, 1.5, 1.9])
-    monkeypatch.setattr(common, "two_core_ceiling", lambda: next(probes))
+    monkeypatch.setattr(common, "two_core_probe", lambda: next(probes))
     rows = bn.alternate_threads({1: lambda: calls.append(1), 2: lambda: calls.append(2)},
                                 rounds=3, warmup=1)
     assert calls == [1, 2] + [1, 2, 2, 1, 1, 2]

@@ -94,14 +94,13 @@ class MaxFilter(Edge):
 
     def forward(self, x):
         self._argmax = self._x = None
-        recompute = K.max_filter_recomputes(self.spec.size)
-        if not self.net.keeping_state or recompute:  # no arg-max to store
-            if self.net.keeping_state:
-                self._x = x
-            return K.max_filter_values(x, self.spec.size, self.dilation, nthreads=self.threads)
-        y, self._argmax = K.max_filter_forward(x, self.spec.size, self.dilation,
-                                               nthreads=self.threads)
-        return y
+        if self.net.keeping_state and not K.max_filter_recomputes(self.spec.size):
+            y, self._argmax = K.max_filter_forward(x, self.spec.size, self.dilation,
+                                                   nthreads=self.threads)
+            return y
+        if self.net.keeping_state:  # the backward pass finds the maxima again in x
+            self._x = x
+        return K.max_filter_values(x, self.spec.size, self.dilation, nthreads=self.threads)
 
     def backward(self, g):
         if self._x is not None:
