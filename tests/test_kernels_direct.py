@@ -87,9 +87,11 @@ CASES = [
     (2, 2, (34, 5, 6), (3, 1, 1), (16, 1, 1)),        # no gap columns, dilation 16 on z
     (1, 1, (7, 8, 9), (7, 8, 9), (1, 1, 1)),          # kernel = input, output 1x1x1
     (5, 1, (4, 12, 13), (2, 3, 2), (2, 2, 3)),
-    (12, 3, (3, 11, 10), (2, 3, 3), (1, 2, 1)),       # > 8 input maps: per-tap weight GEMMs
+    (12, 3, (3, 11, 10), (2, 3, 3), (1, 2, 1)),       # > 8 input maps, small weight panel
     (1, 6, (1, 17, 20), (1, 4, 4), (1, 2, 2)),        # few inputs, more outputs: panel forward
     (2, 5, (9, 10, 11), (3, 3, 3), (1, 2, 1)),        # the same in 3D
+    (12, 4, (4, 12, 13), (2, 5, 6), (1, 1, 2)),       # taps x inputs > 640: per-tap weight GEMMs
+    (9, 12, (3, 8, 8), (1, 1, 1), (1, 1, 1)),         # weight panel narrower than the outputs
 ]
 
 
@@ -113,7 +115,7 @@ def test_against_reference(case, dtype):
 
 
 @pytest.mark.parametrize("chunk", ["1", "7", "64"])
-@pytest.mark.parametrize("case", [CASES[3], CASES[5], CASES[8], CASES[13]], ids=case_id)
+@pytest.mark.parametrize("case", [CASES[i] for i in (3, 5, 8, 11, 13, 14, 15)], ids=case_id)
 def test_small_chunks(case, chunk, monkeypatch):
     """Many column chunks and every tap grouping of the GEMM path (a no-op for the loops)."""
     monkeypatch.setenv("ZNN_DIRECT_CHUNK", chunk)
@@ -132,7 +134,7 @@ def test_small_chunks(case, chunk, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case", [CASES[0], CASES[5], CASES[7], CASES[12]], ids=case_id)
+@pytest.mark.parametrize("case", [CASES[i] for i in (0, 5, 7, 12, 14, 15)], ids=case_id)
 def test_accumulate_and_out(case, dtype):
     n_in, n_out, ins, k, d = case
     rng = np.random.default_rng(3)
