@@ -60,7 +60,8 @@ NOTES = """Notes:
   GEMMs run at once over one alone (2.0x = two full cores; lower when the host's other
   tenants take a share of the cores).  It is a ~0.2 s sample, so it shows how much the
   host's capacity moved during the case, not the exact limit of any one step.
-- ratio = torch time / znn time; 'met?' compares it with the issue's target.
+- ratio = torch time / znn time; 'met?' compares it with the issue's target. A case run
+  with another network (--net CASE=FILE) is named with that file and has no target.
 - rounds: {rounds} per (case, threads), the frameworks' processes in turn; each keeps its
   fastest round (all rounds' seconds are in the .json as round_seconds).
 - modes: one letter per conv layer in network order (F fft, D direct as GEMM lowering,
@@ -373,6 +374,24 @@ def case_setup(args, name):
     return net_file, kind, tuple(size)
 
 
+def case_label(args, case):
+    """(row label, training/inference target, 2t/1t target) of a case. A case whose network
+    --net replaced is named with that file and has no targets: the issue's targets are for
+    the issue's networks."""
+    net_file, kind, size = case_setup(args, case)
+    label = f"{case} {'out' if kind == 'train' else 'vol'} {'x'.join(map(str, size))}"
+    if (NETWORKS / net_file).resolve() != (NETWORKS / CASES[case][0]).resolve():
+        return label.replace(" ", f" [{Path(net_file).name}] ", 1), None, None
+    return label, CASES[case][4], CASES[case][5]
+
+
+def case_json(args, case):
+    net_file, kind, size = case_setup(args, case)
+    label, target, scale_target = case_label(args, case)
+    return {"label": label, "network": Path(net_file).name, "kind": kind, "size": list(size),
+            "target": target, "scaling_target": scale_target}
+
+
 def child_cmd(args, case, threads, fw, workdir=None):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--case", case, "--framework", fw,
            "--threads-one", str(threads), "--repeats", str(args.repeats),
@@ -485,9 +504,8 @@ def fmt_rate(r):
 def tables(args, selected, threads_list, results):
     main_rows, detail_rows, scale_rows = [], [], []
     for case in selected:
-        _, kind, size = case_setup(args, case)
-        target, scale_target = CASES[case][4], CASES[case][5]
-        label = f"{case} {'out' if kind == 'train' else 'vol'} {'x'.join(map(str, size))}"
+        kind = case_setup(args, case)[1]
+        label, target, scale_target = case_label(args, case)
         for t in threads_list:
             r = {fw: results.get((case, t, fw)) for fw in FRAMEWORKS}
             z, tr = r["znn"] or {}, r["torch"] or {}
@@ -497,8 +515,9 @@ def tables(args, selected, threads_list, results):
                               fmt_rate(r["znn-fft"]) if kind == "train" else "",
                               fmt_rate(r["znn-direct"]) if kind == "train" else "",
                               fmt_rate(r["torch"]), f"{ratio:.2f}x" if ratio else "-",
-                              f">= {target:g}x", ("yes" if ratio >= target else "NO")
-                              if ratio else "-"])
+                              f">= {target:g}x" if target else "",
+                              ("yes" if ratio >= target else "NO") if ratio and target
+                              else "-" if target else ""])
             rss = "/".join(f"{r[fw]['peak_rss_mb'] / 1024:.1f}" if r[fw] and "peak_rss_mb"
                            in r[fw] else "-" for fw in FRAMEWORKS)
             load = "/".join(f"{r[fw]['other_cores']:.2f}" if r[fw] and "other_cores" in r[fw]
@@ -536,12 +555,11 @@ def alternated_rows(args, selected, scaling):
                for fw in ("znn", "torch")}
         if not any(per.values()):
             continue
-        _, _, size = case_setup(args, case)
-        target = CASES[case][5]
+        label, _, target = case_label(args, case)
         ratios = {fw: [a / b for a, b, _ in rounds] for fw, rounds in per.items()}
         probes = [c for rounds in per.values() for _, _, c in rounds]
         z = ratios["znn"]
-        rows.append([f"{case} out {'x'.join(map(str, size))}",
+        rows.append([label,
                      "/".join(str(len(r)) for r in per.values()),
                      spread(z) if z else "-",
                      spread(ratios["torch"]) if ratios["torch"] else "-", spread(probes),
@@ -647,7 +665,8 @@ def run_parent(args):
     print("\n" + text)
     data = {"header": head, "results": [{"case": c, "threads": t, "framework": f, **r}
                                         for (c, t, f), r in results.items()],
-            "alternated": [{"case": c, "framework": f, **r} for (c, f), r in scaling.items()]}
+            "alternated": [{"case": c, "framework": f, **r} for (c, f), r in scaling.items()],
+            "cases": {c: case_json(args, c) for c in selected}}
     path = write_results("networks", text, data, args.out_dir)
     print(f"\nwritten: {path} and {path.with_suffix('.json')}")
     return data

@@ -89,8 +89,11 @@ def test_smoke_tiny_network_end_to_end(tmp_path):
         assert got[(case, "znn")]["plan_s"] > 0 and got[(case, "znn")]["replanned"] is False
     text = (tmp_path / "networks.md").read_text()
     assert "torch:" in text and "dtype: float32" in text and "ZNN_USE_FLOATS" in text
-    assert "| net3d_7-train out 2x2x2 | 1 |" in text
-    assert "| net3d_7-infer vol 3x9x10 | 1 |" in text
+    assert data["cases"]["net3d_7-train"] == {
+        "label": "net3d_7-train [tiny3d.znn] out 2x2x2", "network": "tiny3d.znn",
+        "kind": "train", "size": [2, 2, 2], "target": None, "scaling_target": None}
+    assert "| net3d_7-train [tiny3d.znn] out 2x2x2 | 1 |" in text
+    assert "| net3d_7-infer [tiny3d.znn] vol 3x9x10 | 1 |" in text
     assert not list(tmp_path.glob("*.plan"))
 
 
@@ -113,6 +116,14 @@ def test_tables_ratio_target_and_scaling():
     assert main[1][3:5] == ["est. 20.0 GiB", "rc=137"]
     assert main[1][6:] == ["2.50x", ">= 2x", "yes"]
     assert scale == [["N4-train out 1x200x200", "1.67x", "1.67x", ">= 1.85x", "NO"]]
+    # another network in the case: named in the rows, and the targets do not apply
+    args.net = [f"N4-train={ROOT / 'networks' / 'tiny3d.znn'}"]
+    main, _, scale = bn.tables(args, ["N4-train"], [1, 2], res)
+    assert main[0][0] == "N4-train [tiny3d.znn] out 1x200x200"
+    assert main[0][6:] == ["2.50x", "", ""]
+    assert scale == [["N4-train [tiny3d.znn] out 1x200x200", "1.67x", "1.67x", "", ""]]
+    args.net = [f"N4-train={ROOT / 'networks' / 'N4.znn'}"]  # the case's own file: unchanged
+    assert bn.tables(args, ["N4-train"], [1, 2], res)[0][0][6:] == ["2.50x", ">= 2x", "yes"]
 
 
 def _bench_module():
@@ -170,6 +181,9 @@ def test_alternated_table_medians_and_ranges():
     fast = {("N4-train", "znn"): {"rounds": [(1.0, 0.5, 1.9)] * 3}}
     assert bn.alternated_rows(args, ["N4-train"], fast)[0][1:] == \
         ["3/0", "2.00x (2.00-2.00)", "-", "1.90x (1.90-1.90)", ">= 1.85x", "yes"]
+    args.net = [f"N4-train={ROOT / 'networks' / 'VD2D.znn'}"]
+    row = bn.alternated_rows(args, ["N4-train"], fast)[0]
+    assert row[0] == "N4-train [VD2D.znn] out 1x200x200" and row[-2:] == ["", ""]
 
 
 def test_rounds_keep_each_frameworks_fastest_run():
