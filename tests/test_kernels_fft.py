@@ -213,6 +213,30 @@ def test_accumulate_flags(dtype):
     close(acc, base + out, dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xlen", [2, 4, 6, 7, 8, 9, 14, 17])  # X//2+1: every tail length
+def test_cached_mac_matches_numpy(dtype, xlen):
+    """The vector MAC kernel, whole vectors and zero-padded tails, both directions, against
+    numpy; a NaN-filled output is overwritten, and accumulate adds to it."""
+    ni, no = 3, 2
+    rng = np.random.default_rng(xlen)
+    cdt = np.complex64 if dtype == np.float32 else np.complex128
+    spec = (1, 3, xlen // 2 + 1)
+
+    def cplx(*shape):
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(cdt)
+
+    xf, gf, wf = cplx(ni, *spec), cplx(no, *spec), cplx(ni, no, *spec)
+    want_y = np.einsum("i...,ij...->j...", xf.astype(np.complex128), wf)
+    want_dx = np.einsum("j...,ij...->i...", gf.astype(np.complex128), wf.conj())
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12}
+    for fn, src, want in [(F.mac_forward, xf, want_y), (F.mac_backward, gf, want_dx)]:
+        out = fn(src, wf, np.full(want.shape, np.nan, cdt))
+        np.testing.assert_allclose(out, want, **tol)
+        base = cplx(*want.shape)
+        np.testing.assert_allclose(fn(src, wf, base.copy(), True), base + want, **tol)
+
+
 def test_thread_count_does_not_change_results():
     ni, no, n, k, d = 4, 3, (6, 10, 9), (2, 3, 2), (2, 3, 4)
     x, w, g = make((ni, no, n, k, d), np.float32, seed=6)
