@@ -1,7 +1,6 @@
 /* Spectral multiply-accumulate of a layer's edges: yf[j] += xf[i]*wf[i,j] and its adjoint. */
 #include "fft_kernels.h"
 
-#include <math.h>
 #include <omp.h>
 #include <string.h>
 
@@ -9,21 +8,17 @@
 #define ZNN_FFT_CAT(a, b) ZNN_FFT_CAT2(a, b)
 
 #define REAL float
-#define FMA fmaf
 #define SFX _s
 #define RSIZE 4
 #include "fft_mac.inc"
 #undef REAL
-#undef FMA
 #undef SFX
 #undef RSIZE
 
 #define REAL double
-#define FMA fma
 #define SFX _d
 #define RSIZE 8
 #include "fft_mac.inc"
 #undef REAL
-#undef FMA
 #undef SFX
 #undef RSIZE
