@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 
 from znn.errors import DataError, NetworkError
 from znn.formats.network_file import read_network
+from znn.formats.output_writer import H5Writer
 from znn.formats.volumes import open_volume_lazy
 from znn.net import memory, shapes
 from znn.net.graph import Network
@@ -263,8 +263,8 @@ class VolumeForward:
         self.log(f"volume {'x'.join(map(str, vshape))} -> output "
                  f"{'x'.join(map(str, out_total))}: {len(starts)} tile(s) of "
                  f"{'x'.join(map(str, o))}, ~{memory.human(plan.bytes)}")
-        writers = {name: _H5Writer(Path(f"{prefix}_{name}.h5"), (net.nodes[name].n,) + out_total,
-                                   self.dtype, o) for name in net.outputs}
+        writers = {name: H5Writer(Path(f"{prefix}_{name}.h5"), (net.nodes[name].n,) + out_total,
+                                  self.dtype, o, self.threads) for name in net.outputs}
         t0, done, total = time.perf_counter(), 0, int(np.prod(out_total))
         try:
             for k, start in enumerate(starts):
@@ -308,53 +308,3 @@ class VolumeForward:
                    for k, v in out.items()}
             acc = out if acc is None else {k: acc[k] + out[k] for k in acc}
         return {k: (v / len(ts)).astype(self.dtype) for k, v in acc.items()}
-
-
-class _H5Writer:
-    """Writes output tiles into a chunked, compressed /main dataset of a temp file."""
-
-    def __init__(self, path, shape, dtype, tile):
-        import h5py
-
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        self.file = h5py.File(self.tmp, "w", rdcc_nbytes=64 * 2**20, rdcc_nslots=10007)
-        chunks = (1,) + tuple(min(a, b) for a, b in zip(shape[1:], (max(1, tile[0]), 256, 256)))
-        self.ds = self.file.create_dataset("/main", shape=shape, dtype=dtype, chunks=chunks,
-                                           compression="gzip", compression_opts=1)
-
-    def write(self, start, arr):
-        self.ds[(slice(None),) + tuple(slice(s, s + n) for s, n in zip(start, arr.shape[1:]))] = arr
-
-    def finish(self, stem):
-        """Close, write one TIFF per channel (slice by slice), rename everything into place."""
-        import tifffile
-
-        self.file.flush()
-        tifs = []
-        for c in range(self.ds.shape[0]):
-            final = Path(f"{stem}_{c}.tif")
-            tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-            _, nz, ny, nx = self.ds.shape
-            rows = self.ds.chunks[2]  # strips of whole chunk rows: each chunk is read once
-            strips = (np.ascontiguousarray(self.ds[c, z, y:y + rows]).tobytes()
-                      for z in range(nz) for y in range(0, ny, rows))
-            with tifffile.TiffWriter(tmp, bigtiff=self.ds.nbytes > 2**31) as tw:
-                tw.write(strips, shape=(nz, ny, nx), dtype=self.ds.dtype, rowsperstrip=rows,
-                         photometric="minisblack")
-            tifs.append((tmp, final))
-        self.file.close()
-        os.replace(self.tmp, self.path)
-        for tmp, final in tifs:
-            os.replace(tmp, final)
-        return [self.path] + [f for _, f in tifs]
-
-    def abort(self):
-        try:
-            self.file.close()
-        except Exception:  # already closed
-            pass
-        for p in self.path.parent.glob(f".{self.path.stem}*.tmp{os.getpid()}"):
-            p.unlink(missing_ok=True)
-        if self.tmp.exists():
-            self.tmp.unlink()
