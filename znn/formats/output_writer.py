@@ -41,6 +41,7 @@ class H5Writer:
         self.ds = self.file.create_dataset("/main", shape=shape, dtype=dtype,
                                            chunks=(1,) + self.chunk, compression="gzip",
                                            compression_opts=LEVEL)
+        self.chunk_voxels = int(np.prod(self.chunk))
         self.pending = {}  # chunk grid index -> (values (C, *chunk), written mask, voxels)
         self.stored, self.spilled = set(), set()  # chunk grid indices
         self.workers = max(1, int(threads))
@@ -72,7 +73,7 @@ class H5Writer:
             if entry is None:
                 entry = self.pending[index] = (
                     np.zeros((arr.shape[0],) + self.chunk, self.ds.dtype),
-                    np.zeros(self.chunk, bool), int(np.prod([h - l for l, h in zip(lo, hi)])))
+                    np.zeros(self.chunk, bool), int(np.prod(np.subtract(hi, lo))))
             values, mask, voxels = entry
             inner = tuple(slice(x - l, y - l) for x, y, l in zip(a, b, lo))
             values[(slice(None),) + inner] = part
@@ -81,12 +82,10 @@ class H5Writer:
                 del self.pending[index]
                 self.stored.add(index)
                 self._compress(lo, values)
-        while len(self.pending) * self._chunk_bytes(arr.shape[0]) > PENDING_BYTES:
+        waiting = self.chunk_voxels * (arr.shape[0] * self.ds.dtype.itemsize + 1)  # + mask
+        while len(self.pending) * waiting > PENDING_BYTES:
             self._spill(next(iter(self.pending)))
         self._drain()
-
-    def _chunk_bytes(self, channels):
-        return channels * int(np.prod(self.chunk)) * (self.ds.dtype.itemsize + 1)
 
     def _spill(self, index):
         """Hand a waiting chunk to HDF5 (unwritten voxels are zero, HDF5's fill value);
@@ -105,7 +104,7 @@ class H5Writer:
     def _drain(self, wait=False):
         """Store compressed chunks in order: those already done, then (while more than
         PENDING_BYTES of chunks are queued, or with `wait` all) the next ones."""
-        per = int(np.prod(self.chunk)) * self.ds.dtype.itemsize
+        per = self.chunk_voxels * self.ds.dtype.itemsize
         while self.queue and (wait or len(self.queue) * per > PENDING_BYTES
                               or self.queue[0][1].done()):
             offset, future = self.queue.popleft()
