@@ -120,6 +120,7 @@ CASES = [  # n_in, n_out, kernel, dilation, input size
     (2, 3, (2, 3, 4), (3, 1, 2), (17, 9, 30)),
     (1, 2, (1, 4, 4), (1, 4, 4), (1, 37, 30)),
     (2, 2, (1, 1, 1), (1, 1, 1), (2, 5, 6)),
+    (2, 3, (1, 7, 7), (1, 1, 1), (1, 35, 35)),  # x block one longer than the input
 ]
 
 
@@ -153,6 +154,14 @@ def test_small_batches_give_the_same_result():
     wt = B.block_spectra(w, plan)
     np.testing.assert_allclose(B.forward(x, wt, one), B.forward(x, wt, plan), atol=1e-12)
     assert len(plan.blocks()) > plan.batch > 1 or plan.batch == len(plan.blocks())
+
+
+def test_an_odd_last_axis_gives_way_to_the_next_even_length():
+    # 29 outputs of a 7-tap kernel need 35 inputs: one block of 35 (odd) along y, but along x
+    # (real-to-complex, where odd lengths are slow) one of 36, past the map's edge
+    plan = B.plan_blocks((1, 29, 29), (1, 7, 7), (1, 1, 1), 10, 10, 4)
+    assert plan.fft == (1, 35, 36) and len(plan.blocks()) == 1
+    assert B.plan_blocks((1, 57, 57), (1, 7, 7), (1, 1, 1), 10, 10, 4).fft == (1, 63, 64)
 
 
 def test_no_plan_when_no_block_fits_the_spectra_cap():

@@ -42,6 +42,12 @@ BLOCK_FFT_POINT = 3.3e-9     # s per point and map of a block transform (~10^4-1
 COPY_POINT = 2.6e-9          # s per point and map of the block gather / scatter
 BLOCK_CALL = 1e-4            # s of fixed work per block
 WHOLE_FFT_POINT = 8e-9       # s per point and map of a whole-map transform (millions of points)
+# An odd last axis (the real-to-complex one, which then cannot use the half-length complex
+# transform) costs more per point: rfft + irfft of 1x64x49 and 1x64x63 blocks took 1.6x the
+# time of 1x64x48..70, 16x32x21 and 16x32x27 1.4-1.5x that of 16x32x16..32 (float32, one core
+# of an AMD EPYC; odd lengths of the other axes cost 1.25-1.35x the power-of-two ones, but
+# the even lengths between are not cheaper enough for a penalty there to pay off).
+ODD_X_FFT = 1.5
 
 
 def _smooth_lengths(lo, hi):
@@ -113,16 +119,19 @@ def plan_blocks(out_size, ksize, dilation, n_in, n_out, itemsize, spectra_cap=SP
         if need == 1:
             ls = [1]
         else:
-            hi = min(MAX_BLOCK, fast_fft_length(need))
-            ls = _smooth_lengths(k if k > 1 else 2, hi) or [fast_fft_length(need)]
+            hi = fast_fft_length(need)
+            if hi % 2:  # an odd length costs more: also the next (even) one, one block
+                hi = fast_fft_length(hi + 1)
+            ls = _smooth_lengths(k if k > 1 else 2, min(MAX_BLOCK, hi)) or [hi]
         lengths.append(np.array(ls, np.float64))
         counts.append(np.array([len(axis_blocks(o, k, d, L)) for L in ls], np.float64))
     Lz, Ly, Lx = np.meshgrid(*lengths, indexing="ij")
     nblocks = counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :]
     F = Lz * Ly * (np.floor(Lx / 2) + 1)
     N = Lz * Ly * Lx
+    fft_point = BLOCK_FFT_POINT * np.where(Lx % 2 == 1, ODD_X_FFT, 1.0)
     seconds = nblocks * (8.0 * n_in * n_out * F / GEMM_RATE
-                         + (n_in + n_out) * N * (BLOCK_FFT_POINT + COPY_POINT) + BLOCK_CALL)
+                         + (n_in + n_out) * N * (fft_point + COPY_POINT) + BLOCK_CALL)
     seconds[F * n_in * n_out * 2 * itemsize > spectra_cap] = np.inf
     at = np.unravel_index(int(np.argmin(seconds)), seconds.shape)
     if not np.isfinite(seconds[at]):
