@@ -185,5 +185,6 @@ def test_table_names_the_engine_of_each_choice(capsys):
     _table(net, report)
     rows = {r[0]: r[7:] for r in table_rows(capsys.readouterr().out)[1]}
     assert rows["conv1"][:3] == ["direct", "(winograd", "6)"]
-    assert rows["conv2"][:2] == ["fft", "(blocked)"]
+    blocks = net.edges["conv2"].cheapest_blocks().fft  # the block size is shown
+    assert rows["conv2"][:3] == ["fft", "(blocked", "x".join(map(str, blocks)) + ")"]
     assert rows["conv3"][0] == "direct" and rows["conv3"][1] != "(winograd"

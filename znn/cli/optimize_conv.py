@@ -46,7 +46,9 @@ def _table(net, report):
         else:
             choice = r["choice"]
             if choice == "fft" and r.get("fft_engine"):
-                choice += f" ({r['fft_engine']})"
+                blocks = e.cheapest_blocks() if r["fft_engine"] == "blocked" else None
+                size = f" {_fmt(blocks.fft)}" if blocks else ""
+                choice += f" ({r['fft_engine']}{size})"
             if choice == "direct" and r.get("winograd"):
                 choice += f" (winograd {r['winograd']})"
             rows.append(base + [_ms(r["fft"]), _ms(r["direct"]), choice,

@@ -288,14 +288,15 @@ class Conv(Edge):
                                                      self.fft_engine)
         if engine == "whole":
             return None
-        plan = self._cheapest_blocks()
+        plan = self.cheapest_blocks()
         if plan is None or engine == "blocked":
             return plan
         whole = blocked.whole_map_seconds(self.fft_shape, tuple(self.dst.size), self.ksize,
                                           self.src.n, self.dst.n, self.compact)
         return plan if plan.seconds < whole else None
 
-    def _cheapest_blocks(self):
+    def cheapest_blocks(self):
+        """The block plan the cost model rates cheapest for this layer (None: none fits)."""
         return blocked.plan_blocks(tuple(self.dst.size), self.ksize, tuple(self.dilation),
                                    self.src.n, self.dst.n, np.dtype(self.net.dtype).itemsize)
 
@@ -303,7 +304,7 @@ class Conv(Edge):
     def blocked_possible(self):
         """Whether forward-only passes can run blocked (a block size fits the caps)."""
         return (os.environ.get("ZNN_FFT_BLOCKED", "") != "0"
-                and self._cheapest_blocks() is not None)
+                and self.cheapest_blocks() is not None)
 
     def forward_blocked(self, x, plan):
         """This layer's output of x by the blocked engine (kernel spectra cached as in
