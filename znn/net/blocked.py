@@ -44,9 +44,10 @@ BLOCK_CALL = 1e-4            # s of fixed work per block
 WHOLE_FFT_POINT = 8e-9       # s per point and map of a whole-map transform (millions of points)
 # An odd last axis (the real-to-complex one, which then cannot use the half-length complex
 # transform) costs more per point: rfft + irfft of 1x64x49 and 1x64x63 blocks took 1.6x the
-# time of 1x64x48..70, 16x32x21 and 16x32x27 1.4-1.5x that of 16x32x16..32 (float32, one core
-# of an AMD EPYC; odd lengths of the other axes cost 1.25-1.35x the power-of-two ones, but
-# the even lengths between are not cheaper enough for a penalty there to pay off).
+# time of 1x64x48..70, 16x32x21 and 16x32x27 1.4-1.5x that of 16x32x16..32 (float32, one
+# core of an AMD EPYC).  Odd y and z lengths cost 1.25-1.35x the power-of-two ones, but a
+# penalty there made the model pick net3d_7's conv2 blocks of 36x20x32 instead of 21x32x32,
+# which ran 15% slower, so only x has one.
 ODD_X_FFT = 1.5
 
 
@@ -120,7 +121,7 @@ def plan_blocks(out_size, ksize, dilation, n_in, n_out, itemsize, spectra_cap=SP
             ls = [1]
         else:
             hi = fast_fft_length(need)
-            if hi % 2:  # an odd length costs more: also the next (even) one, one block
+            if hi % 2:  # odd lengths cost more: the next (even) length is a candidate too
                 hi = fast_fft_length(hi + 1)
             ls = _smooth_lengths(k if k > 1 else 2, min(MAX_BLOCK, hi)) or [hi]
         lengths.append(np.array(ls, np.float64))
