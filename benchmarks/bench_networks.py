@@ -370,8 +370,16 @@ def case_setup(args, name):
     for item in args.net or []:
         key, _, val = item.partition("=")
         if key == name:
-            net_file = str(Path(val).resolve())
+            net_file = str(network_path(val))
     return net_file, kind, tuple(size)
+
+
+def network_path(val):
+    """A --net file: as given, else by that name in networks/ (absolute either way)."""
+    path = Path(val)
+    if not path.exists() and not path.is_absolute() and (NETWORKS / path).exists():
+        path = NETWORKS / path
+    return path.resolve()
 
 
 def case_label(args, case):
@@ -714,6 +722,12 @@ def parse(argv=None):
 
 def main(argv=None):
     args = parse(argv)
+    for item in args.net or []:
+        key, eq, val = item.partition("=")
+        if not eq or key not in CASES:
+            sys.exit(f"--net {item}: expected CASE=FILE.znn with CASE one of {', '.join(CASES)}")
+        if not network_path(val).is_file():
+            sys.exit(f"--net {item}: no such network file (looked in . and {NETWORKS})")
     if args.case:
         run_child(args)
     else:

@@ -235,3 +235,17 @@ def test_run_all_stops_at_first_failure(tmp_path, monkeypatch, capsys):
     assert "b.py failed (exit code 3); stopping" in capsys.readouterr().err
     monkeypatch.setattr(run_all, "SCRIPTS", ("a.py", "c.py"))
     assert run_all.main() == 0 and (tmp_path / "c.done").exists()
+
+
+def test_net_takes_a_bare_name_from_networks_and_rejects_a_missing_file(tmp_path):
+    # the tests run the script from tmp_path, where no VD2D.znn is: networks/ supplies it
+    out = _run(["--dry-run", "--only", "N4-train", "--threads", "1", "--net",
+                "N4-train=VD2D.znn"], tmp_path)
+    assert "--net N4-train=VD2D.znn" in out
+    for bad, says in (("N4-train=nope.znn", "no such network file"),
+                      ("N5-train=VD2D.znn", "expected CASE=FILE.znn"),
+                      ("VD2D.znn", "expected CASE=FILE.znn")):
+        p = subprocess.run([sys.executable, str(BENCH), "--dry-run", "--net", bad],
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert p.returncode == 1 and p.stderr.startswith(f"--net {bad}: "), p.stderr
+        assert says in p.stderr and p.stderr.count("\n") == 1  # one line, no traceback
