@@ -360,6 +360,30 @@ def test_missing_layer_in_weights_is_an_error(tmp_path):
     assert net2 is not None
 
 
+def test_load_0_layers_are_loaded_for_forward_and_resume_and_skipped_only_when_seeding(
+        tmp_path):
+    # VD2D3D marks its 3D layers `load 0`: a seed (VD2D) does not supply them, but a network
+    # trained from it saves them, and `znn forward` / resuming must read them back
+    text = (NETWORKS / "tiny2d.znn").read_text().replace(
+        "input npool1\noutput nconv2\n", "input npool1\noutput nconv2\nload 0\n")
+    net = build(text, (1, 4, 4), dtype="float64", seed=1)
+    assert not net.spec.edges["conv2"].seeding
+    rng = np.random.default_rng(3)
+    inputs = random_inputs(net, rng)
+    want = net.forward(inputs)["output"]
+    net.save(tmp_path / "net.h5")
+    full = build(text, (1, 4, 4), dtype="float64", seed=2)
+    copied, missing, _ = full.load_weights(tmp_path / "net.h5", strict=True)
+    assert "conv2" in copied and missing == []
+    np.testing.assert_array_equal(full.forward(inputs)["output"], want)
+    seeded = build(text, (1, 4, 4), dtype="float64", seed=2)
+    own = seeded.parameters()["conv2"].copy()
+    copied, missing, _ = seeded.load_weights(tmp_path / "net.h5", strict=False)
+    assert missing == ["conv2"] and "conv1" in copied
+    np.testing.assert_array_equal(seeded.parameters()["conv2"], own)
+    np.testing.assert_array_equal(seeded.parameters()["conv1"], net.parameters()["conv1"])
+
+
 @pytest.mark.parametrize("stdio,dtype", [(True, np.float32), (False, np.float64)])
 def test_loads_a_network_file_written_like_the_original(tmp_path, stdio, dtype):
     """Original layout: one group per layer, kernels in Fortran order, strings, no attrs."""

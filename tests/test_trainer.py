@@ -82,6 +82,25 @@ def test_resume_continues_with_the_same_state(tmp_path):
     assert [r["it"] for r in second.curve.train] == [5, 10, 15, 20]
 
 
+def test_a_network_with_load_0_layers_resumes_and_runs_forward(tmp_path):
+    # VD2D3D's `load 0` layers: skipped when seeding, but loaded on resume and by forward
+    net = tmp_path / "net.znn"
+    net.write_text((NETWORKS / "tiny2d.znn").read_text().replace(
+        "output nconv2\n", "output nconv2\nload 0\n"))
+    cfg = write_run(tmp_path, extra=f"fnet_spec = {net}\n")
+    cfg.write_text(cfg.read_text().replace(f"fnet_spec = {NETWORKS / 'tiny2d.znn'}\n", ""))
+    first = trainer(cfg, Max_iter=10)
+    first.run()
+    lines = []
+    second = trainer(cfg, lines, Max_iter=10)
+    assert second.start == 10 and any("resuming from" in line for line in lines)
+    for name, p in first.net.parameters().items():
+        np.testing.assert_array_equal(second.net.parameters()[name], p)
+    result = CliRunner().invoke(cli, ["forward", "-c", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "out").glob("pred*.h5"))
+
+
 @pytest.mark.slow
 def test_kill_9_then_rerun_resumes_from_last_save(tmp_path):
     cfg = write_run(tmp_path, extra="")

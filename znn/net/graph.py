@@ -255,8 +255,9 @@ class Network:
         """Copy weights from an .h5 saved by znn or the original ZNN, matching layers by name.
 
         Layers of the file that the network lacks are returned as `unused`.
-        strict: every parameter layer must be present (forward passes); otherwise missing
-        layers keep their initial values (seeding).  Returns (copied, missing, unused) names.
+        strict: every parameter layer must be present (forward passes, resuming training);
+        otherwise (seeding) missing layers, and layers marked `seeding 0` / `load 0`, keep
+        their initial values.  Returns (copied, missing, unused) names.
         Shapes must match exactly (NetworkError otherwise).
         """
         from znn.formats.network_h5 import read_network_h5
@@ -267,8 +268,7 @@ class Network:
         for name, p in params.items():
             w = layers.get(name)
             array = None if w is None else (w.filters if name in self.edges else w.biases)
-            seeding = self._seedable(name)
-            if array is None or not seeding:
+            if array is None or not (strict or self._seedable(name)):
                 missing.append(name)
                 continue
             if tuple(array.shape) != p.shape:
