@@ -61,16 +61,19 @@ def test_network_form_prints_the_table_and_saves_the_plan(tmp_path, calls):
     conv1, conv2, conv3 = rows
     assert conv1[1:5] == ["1x3x3", "1x1x1", "1->4", "1x19x19"]
     assert conv2[1:5] == ["1x3x3", "1x2x2", "4->4", "1x16x16"]
-    assert float(conv2[5]) > 0 and float(conv2[6]) > 0
-    faster = conv2[7] if float(conv2[5]) < float(conv2[6]) else None
-    assert conv2[7] == (faster or "direct") and "faster" in " ".join(conv2)
+    fft, direct = (float(v.rstrip("*")) for v in conv2[5:7])  # *: one first call only
+    assert fft > 0 and direct > 0
+    assert conv2[7] == ("fft" if fft < direct else "direct") and "faster" in " ".join(conv2)
+    assert ("* one first call only" in res.output) == ("*" in conv2[5] + conv2[6])
     assert conv3[5:8] == ["-", "-", "direct"] and "always direct" in " ".join(conv3)
     side = tmp_path / "tiny2d.znn.plan"
     assert f"saved: {side} (train, output 1x12x12, float32, 1 thread)" in res.output
     (entry,) = json.loads(side.read_text())["plans"]
     assert entry["mode"] == "train" and entry["threads"] == 1 and entry["repeats"] == 1
     saved = entry["layers"]["conv2"]
-    assert _ms(saved["fft"]) == conv2[5] and _ms(saved["direct"]) == conv2[6]
+    assert [_ms(saved["fft"]), _ms(saved["direct"])] == [v.rstrip("*") for v in conv2[5:7]]
+    assert [v.endswith("*") for v in conv2[5:7]] == \
+        [m in saved.get("first_call", []) for m in ("fft", "direct")]
     assert calls == ["conv1", "conv2"]
     # again: reused, nothing timed; --force re-times
     res = invoke("optimize-conv", path, "--outsz", "1,12,12", "--mode", "train", "--threads", 1)
@@ -188,3 +191,20 @@ def test_table_names_the_engine_of_each_choice(capsys):
     blocks = net.edges["conv2"].cheapest_blocks().fft  # the block size is shown
     assert rows["conv2"][:3] == ["fft", "(blocked", "x".join(map(str, blocks)) + ")"]
     assert rows["conv3"][0] == "direct" and rows["conv3"][1] != "(winograd"
+
+
+def test_a_mode_timed_by_one_first_call_is_starred_in_the_table_and_the_plan(tmp_path,
+                                                                             monkeypatch):
+    # at 1.0 only the candidate with the fastest first call is timed again: the other mode
+    # keeps the time of its first call
+    monkeypatch.setattr(conv_plan, "FIRST_CALL_ABOVE", 1.0)
+    path = copy_net(tmp_path)
+    res = invoke("optimize-conv", path, "--outsz", "1,12,12", "--mode", "train", "--threads", 1,
+                 "--repeats", 1)
+    assert res.exit_code == 0, res.output
+    conv2 = table_rows(res.output)[1][1]
+    starred = [v.endswith("*") for v in conv2[5:7]]
+    assert sum(starred) == 1 and "* one first call only" in res.output
+    other = ("fft", "direct")[starred.index(True)]
+    (entry,) = json.loads((tmp_path / "tiny2d.znn.plan").read_text())["plans"]
+    assert entry["layers"]["conv2"]["first_call"] == [other]

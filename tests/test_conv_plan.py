@@ -66,11 +66,40 @@ def test_best_times_interleaves_the_candidates_and_keeps_each_ones_best(monkeypa
             clock[0] += durations[name][sum(c == name for c in calls) - 1]
         return fn
     monkeypatch.setattr(conv_plan.time, "perf_counter", lambda: clock[0])
-    got = conv_plan.best_times([candidate("a"), candidate("b")], repeats=3, warmup=1)
+    got = conv_plan.best_times([candidate("a"), candidate("b")], repeats=3, warmup=1,
+                               prune_above=float("inf"))
     assert calls == ["a", "b"] * 4  # one warm-up round, then three rounds, in turn
     assert got == [1.0, 4.0]
     calls.clear()
     assert conv_plan.best_time(candidate("a"), repeats=1, warmup=0) == 9.0
+
+
+def test_best_times_stops_timing_a_candidate_far_behind_the_best(monkeypatch):
+    clock, calls = [0.0], []
+    # the first call of each, then the timed rounds
+    durations = {"a": [2.0, 3.0, 1.0, 2.0], "b": [2.0, 4.4, 2.0, 1.0],
+                 "c": [2.0, 4.6, 1.0, 1.0], "d": [1.0, 9.0, 1.0, 1.0], "e": [2.6, 1.0]}
+
+    def candidate(name):
+        def fn():
+            calls.append(name)
+            clock[0] += durations[name][sum(c == name for c in calls) - 1]
+        return fn
+    monkeypatch.setattr(conv_plan.time, "perf_counter", lambda: clock[0])
+    first_only = set()
+    got = conv_plan.best_times([candidate(n) for n in "abcde"], repeats=3, warmup=1,
+                               first_only=first_only)
+    # e's first call is more than 2.5x d's: it keeps that time; after the first timed round
+    # c (4.6 > 1.5 * 3.0) and d stop; b (4.4) stays, then stops behind a's 1.0
+    assert calls == list("abcde") + list("abcd") + list("ab") + list("a")
+    assert got == pytest.approx([1.0, 2.0, 4.6, 9.0, 2.6]) and first_only == {4}
+    calls.clear()
+    assert conv_plan.best_times([candidate("d")], repeats=2, warmup=0) == [1.0]
+    calls.clear()
+    everything = conv_plan.best_times([candidate(n) for n in "abcde"], repeats=1, warmup=1,
+                                      prune_above=float("inf"),
+                                      first_call_above=float("inf"))
+    assert calls == list("abcde") * 2 and everything == pytest.approx([3, 4.4, 4.6, 9, 1])
 
 
 # -- time_layer ---------------------------------------------------------------------------------
@@ -92,6 +121,9 @@ def test_time_layer_drives_the_edge_and_leaves_it_unchanged(tmp_path, monkeypatc
             calls[_name] = calls.get(_name, 0) + 1
             return _orig(*a, **kw)
         monkeypatch.setattr(e, name, wrapped)
+    # count every candidate's runs: no pruning
+    monkeypatch.setattr(conv_plan, "PRUNE_ABOVE", float("inf"))
+    monkeypatch.setattr(conv_plan, "FIRST_CALL_ABOVE", float("inf"))
     transforms = []
     real = K.kernel_spectra_yx
     monkeypatch.setattr(K, "kernel_spectra_yx",
@@ -434,7 +466,7 @@ def test_forward_timing_tries_both_fft_engines_and_keeps_the_faster(monkeypatch,
     assert e.blocked_possible
     seen = []
 
-    def fake_best_times(fns, repeats):
+    def fake_best_times(fns, repeats, first_only=None):
         times = []
         for fn in fns:
             fn()  # the pass really runs with this engine
@@ -486,7 +518,7 @@ def test_direct_timing_tries_winograd_tiles_and_keeps_the_fastest(monkeypatch, f
     e = net.edges["conv2"]  # 2x2x2: Winograd tiles fit
     e.winograd = 8
 
-    def fake_best_times(fns, repeats):
+    def fake_best_times(fns, repeats, first_only=None):
         times = []
         for fn in fns:
             fn()
@@ -505,7 +537,7 @@ def test_no_winograd_timing_for_kernels_without_tiles(monkeypatch):
     e = net.edges["conv1"]  # 2x3x3 fits, so build a case that does not: a 1-long y axis
     e.ksize = (2, 1, 3)
     seen = []
-    def fake_best_times(fns, repeats):
+    def fake_best_times(fns, repeats, first_only=None):
         for fn in fns:
             fn()
             seen.append((e.mode, e.winograd))

@@ -33,6 +33,7 @@ def _speedup(r):
 
 
 def _table(net, report):
+    from znn.net.conv_plan import FIRST_CALL_ABOVE
     from znn.net.memory import human
 
     head = ["layer", "kernel", "dilation", "maps", "input size", "fft ms", "direct ms", "choice",
@@ -51,14 +52,18 @@ def _table(net, report):
                 choice += f" ({r['fft_engine']}{size})"
             if choice == "direct" and r.get("winograd"):
                 choice += f" (winograd {r['winograd']})"
-            rows.append(base + [_ms(r["fft"]), _ms(r["direct"]), choice,
-                                human(r["fft_bytes"]), _speedup(r)])
+            fft, direct = (_ms(r[m]) + ("*" if m in r.get("first_call", ()) else "")
+                           for m in ("fft", "direct"))
+            rows.append(base + [fft, direct, choice, human(r["fft_bytes"]), _speedup(r)])
     widths = [max(len(str(row[i])) for row in [head] + rows) for i in range(len(head))]
     right = {5, 6, 8}
     for row in [head] + rows:
         cells = [str(c).rjust(w) if i in right else str(c).ljust(w)
                  for i, (c, w) in enumerate(zip(row, widths))]
         click.echo("  ".join(cells).rstrip())
+    if any(r.get("first_call") for r in report.values()):
+        click.echo(f"* one first call only (with its one-time costs): more than "
+                   f"{FIRST_CALL_ABOVE:g}x the fastest first call, so not timed again")
 
 
 def _describe(entry):

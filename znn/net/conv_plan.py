@@ -13,23 +13,55 @@ from znn.net.memory import estimate_bytes, human, net_threads
 NO_PLAN = "timing conv layers (no saved plan; `znn optimize-conv` makes one ahead of time)"
 
 
-def best_times(fns, repeats=2, warmup=1):
+# best_times: candidates this many times slower than the fastest are not timed again, after
+# their first (warm-up) call and after a timed round
+FIRST_CALL_ABOVE, PRUNE_ABOVE = 2.5, 1.5
+
+
+def best_times(fns, repeats=2, warmup=1, prune_above=None, first_call_above=None,
+               first_only=None):
     """Best wall time of each function in `fns` over `repeats` rounds, after `warmup` rounds.
 
     A round calls every function once, in turn, so a slow spell of a shared machine (other
     tenants' memory traffic, a busy sibling core) falls on all candidates alike instead of
     on whichever was being timed alone at that moment.
+
+    Clear losers are dropped, as they took most of a plan's time (3D Winograd tiles, FFT
+    against direct for small 2D kernels): a candidate whose first call took more than
+    `first_call_above` times the fastest first call is not called again (its time is that
+    call, which pays the one-time costs too, and its index is added to the set
+    `first_only`), and after each timed round a candidate whose best is more than
+    `prune_above` times the fastest is not called again (its time is still a timed pass).
+    None: FIRST_CALL_ABOVE / PRUNE_ABOVE; inf: no pruning.  A dropped candidate could have
+    been the choice only if its repeats beat its first time by 60% or a third.
     """
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
+    prune_above = PRUNE_ABOVE if prune_above is None else prune_above
+    first_call_above = FIRST_CALL_ABOVE if first_call_above is None else first_call_above
     best = [float("inf")] * len(fns)
+    live = list(range(len(fns)))
+    for w in range(warmup):
+        first = {i: _timed(fns[i]) for i in live}
+        if w == 0 and repeats > 0:
+            cut = first_call_above * min(first.values())
+            dropped = [i for i, t in first.items() if t > cut]
+            for i in dropped:
+                best[i] = first[i]
+            live = [i for i in live if i not in dropped]
+            if first_only is not None:
+                first_only.update(dropped)
     for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
+        for i in live:
+            best[i] = min(best[i], _timed(fns[i]))
+        cut = prune_above * min(best[i] for i in live)
+        live = [i for i in live if best[i] <= cut]
     return best
+
+
+def _timed(fn):
+    """Seconds of one call of fn."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def best_time(fn, repeats=2, warmup=1):
@@ -48,8 +80,10 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     training=True times forward + backward (weight gradient, and the input gradient when
     the input node needs one) with the kernel spectra recomputed every pass, as after every
     update; False times the forward pass only, with the kernel spectra cached as during
-    inference.  fft=False skips the FFT timing ('fft': None).  The edge's mode, gradient and
-    filters are unchanged afterwards and its per-pass state and kernel spectra are released.
+    inference.  fft=False skips the FFT timing ('fft': None).  '<mode>_first_call' is True
+    when that mode's time is of a first call only (see best_times: it was far behind).
+    The edge's mode, gradient and filters are unchanged afterwards and its per-pass state
+    and kernel spectra are released.
     """
     e = edge
     rng = rng or np.random.default_rng(0)
@@ -89,12 +123,13 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
             (fft_pass if config[0] == "fft" else direct_pass)()
         return call
     try:
-        times = {"fft": None, "direct": None}
-        for (mode, engine, points), t in zip(configs, best_times([run(c) for c in configs],
-                                                                  repeats)):
+        times, first_only = {"fft": None, "direct": None}, set()
+        got = best_times([run(c) for c in configs], repeats, first_only=first_only)
+        for k, ((mode, engine, points), t) in enumerate(zip(configs, got)):
             if times[mode] is not None and t >= times[mode]:
                 continue
             times[mode] = t
+            times[f"{mode}_first_call"] = k in first_only
             if mode == "direct":
                 times["winograd"] = points
             elif engine is not None:
@@ -130,6 +165,9 @@ def time_network(net, *, training, repeats=2, budget=None, progress=None):
                           "fft_shape": list(e.fft_shape)}
         if "fft_engine" in t:
             layers[e.name]["fft_engine"] = t["fft_engine"]
+        first = [m for m in ("fft", "direct") if t.get(f"{m}_first_call")]
+        if first:
+            layers[e.name]["first_call"] = first
         if t.get("winograd"):
             layers[e.name]["winograd"] = t["winograd"]
     return layers
@@ -152,7 +190,7 @@ def choose_modes(net, layers, *, training, budget=None):
         report[e.name] = {"fft": t.get("fft"), "direct": t["direct"],
                           "fft_bytes": int(t.get("fft_bytes", e.spectra_bytes(training))),
                           "choice": choice, "note": note, "fft_engine": e.fft_engine,
-                          "winograd": e.winograd}
+                          "winograd": e.winograd, "first_call": t.get("first_call", [])}
     net.set_conv_mode({k: v["choice"] for k, v in report.items()})
     if budget is not None:
         fft_edges = sorted((e for e in timed_edges(net) if e.mode == "fft"),
