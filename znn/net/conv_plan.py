@@ -236,11 +236,15 @@ def plan_network(net, znn_path, *, training, budget=None, repeats=2, force=False
 
     The plan is looked up by network content, machine, build, mode, output size, dtype and
     thread count (see znn.net.plan_store).  log: callable taking one line (notices);
-    progress: see time_network.
+    progress: see time_network (default: a line to `log` per layer, as timing a large
+    network takes minutes).
     """
     log = log or (lambda line: None)
     mode = "train" if training else "forward"
     shapes = {e.name: tuple(e.fft_shape) for e in timed_edges(net)}
+    if progress is None:
+        def progress(k, name):
+            log(f"  timing {name} ({k}/{len(shapes)})")
     key = dict(mode=mode, output_size=net.output_size, dtype=net.dtype.name,
                threads=net_threads(net))
     found = plan_store.find_plan(znn_path, fft_shapes=shapes, log=log, **key)
