@@ -55,10 +55,10 @@ def cache_home(tmp_path, monkeypatch):
 
 
 # -- best_times ---------------------------------------------------------------------------------
-def test_best_times_interleaves_the_candidates_and_keeps_each_ones_best(monkeypatch):
+def scripted(monkeypatch, durations):
+    """(candidate(name) -> fn, calls): each call of a candidate advances a fake clock by the
+    next of its `durations`; calls lists the names called, in order."""
     clock, calls = [0.0], []
-    # seconds each call of a and b takes, in call order (the first is the warm-up)
-    durations = {"a": [9.0, 3.0, 1.0, 2.0], "b": [9.0, 5.0, 6.0, 4.0]}
 
     def candidate(name):
         def fn():
@@ -66,6 +66,13 @@ def test_best_times_interleaves_the_candidates_and_keeps_each_ones_best(monkeypa
             clock[0] += durations[name][sum(c == name for c in calls) - 1]
         return fn
     monkeypatch.setattr(conv_plan.time, "perf_counter", lambda: clock[0])
+    return candidate, calls
+
+
+def test_best_times_interleaves_the_candidates_and_keeps_each_ones_best(monkeypatch):
+    # seconds each call of a and b takes, in call order (the first is the warm-up)
+    candidate, calls = scripted(monkeypatch, {"a": [9.0, 3.0, 1.0, 2.0],
+                                              "b": [9.0, 5.0, 6.0, 4.0]})
     got = conv_plan.best_times([candidate("a"), candidate("b")], repeats=3, warmup=1,
                                prune_above=float("inf"))
     assert calls == ["a", "b"] * 4  # one warm-up round, then three rounds, in turn
@@ -75,17 +82,10 @@ def test_best_times_interleaves_the_candidates_and_keeps_each_ones_best(monkeypa
 
 
 def test_best_times_stops_timing_a_candidate_far_behind_the_best(monkeypatch):
-    clock, calls = [0.0], []
     # the first call of each, then the timed rounds
-    durations = {"a": [2.0, 3.0, 1.0, 2.0], "b": [2.0, 4.4, 2.0, 1.0],
-                 "c": [2.0, 4.6, 1.0, 1.0], "d": [1.0, 9.0, 1.0, 1.0], "e": [2.6, 1.0]}
-
-    def candidate(name):
-        def fn():
-            calls.append(name)
-            clock[0] += durations[name][sum(c == name for c in calls) - 1]
-        return fn
-    monkeypatch.setattr(conv_plan.time, "perf_counter", lambda: clock[0])
+    candidate, calls = scripted(monkeypatch, {
+        "a": [2.0, 3.0, 1.0, 2.0], "b": [2.0, 4.4, 2.0, 1.0], "c": [2.0, 4.6, 1.0, 1.0],
+        "d": [1.0, 9.0, 1.0, 1.0], "e": [2.6, 1.0]})
     first_only = set()
     got = conv_plan.best_times([candidate(n) for n in "abcde"], repeats=3, warmup=1,
                                first_only=first_only)
