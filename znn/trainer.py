@@ -90,6 +90,7 @@ class Trainer:
         self.rng = np.random.default_rng(rng_seed)
         self.net.rng = np.random.default_rng(rng_seed + [1])
         dspec = read_dataset_spec(cfg.fdata_spec)
+        cfg.check_samples(dspec, "train_range", "test_range")
         geometry = dict(input_fov=self.net.fovs, input_size=self.net.input_sizes,
                         output_size={o: self.net.output_size for o in self.net.outputs},
                         out_type=cfg.out_type, dtype=self.net.dtype,

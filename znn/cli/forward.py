@@ -65,21 +65,11 @@ def forward(ctx, config, net, sample_range, dtype, outsz, max_memory, tta, sets)
         progress=_progress_printer(not quiet and sys.stderr.isatty()))
     cfg_prefix = str(cfg.output_prefix)
     Path(cfg_prefix).parent.mkdir(parents=True, exist_ok=True)
+    cfg.check_samples(dspec, "forward_range")
     for sid in cfg.forward_range:
-        if sid not in dspec.samples:
-            raise click.ClickException(f"{dspec.path}: forward_range names sample {sid}, but "
-                                       f"there is no [sample{sid}] section")
-        sample = dspec.samples[sid]
         inputs = {}
         for node in input_nodes:
-            image_id = sample.image_id(node)
-            if image_id is None:
-                raise click.ClickException(f"{dspec.path}: [sample{sid}] binds no image to "
-                                           f"input node '{node}'")
-            if image_id not in dspec.images:
-                raise click.ClickException(f"{dspec.path}: [sample{sid}] {node} = {image_id} "
-                                           f"but there is no [image{image_id}]")
-            image = dspec.images[image_id]
+            image = dspec.input_image(sid, node)
             inputs[node] = list(zip(image.fnames, image.pp_types))
         log(f"sample {sid}:")
         runner.run(inputs, f"{cfg_prefix}_sample{sid}")

@@ -88,15 +88,10 @@ def _forward_size(cfg, spec, budget, threads):
             cfg.require("forward_outsz", "fdata_spec", "forward_range")
         return tuple(cfg.forward_outsz)
     dspec = read_dataset_spec(cfg.fdata_spec)
+    cfg.check_samples(dspec, "forward_range")
     sid = cfg.forward_range[0]
-    if sid not in dspec.samples:
-        raise ZnnError(f"{dspec.path}: forward_range names sample {sid}, but there is no "
-                       f"[sample{sid}] section")
     node = spec.inputs()[0]
-    image_id = dspec.samples[sid].image_id(node)
-    if image_id not in dspec.images:
-        raise ZnnError(f"{dspec.path}: [sample{sid}] binds no image to input node '{node}'")
-    vol = open_volume_lazy(dspec.images[image_id].fnames[0])
+    vol = open_volume_lazy(dspec.input_image(sid, node).fnames[0])
     try:
         vshape = tuple(vol.shape[-3:])
     finally:

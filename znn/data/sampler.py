@@ -148,13 +148,9 @@ class PatchSampler:
         sample = spec.samples[sid]
         raw_images, raw_labels, raw_masks, crops = {}, {}, {}, {}
         for node in self.input_fov:
-            iid = sample.image_id(node)
-            if iid is None or iid not in spec.images:
-                raise DataError(f"{self._where(sid)} binds no [imageN] to the network's input "
-                                f"node '{node}' (add '{node} = N')")
-            sec = spec.images[iid]
-            raw_images[node] = self._section(f"image{iid}", sec.fnames, sec.is_auto_crop,
-                                             sec.pp_types)
+            sec = spec.input_image(sid, node)
+            raw_images[node] = self._section(f"image{sample.image_id(node)}", sec.fnames,
+                                             sec.is_auto_crop, sec.pp_types)
             crops[("i", node)] = sec.is_auto_crop
         for node in self.output_size:
             lid = sample.label_id(node)

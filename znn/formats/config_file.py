@@ -336,6 +336,17 @@ class RunConfig:
         import os
         return self.num_threads if self.num_threads > 0 else (os.cpu_count() or 1)
 
+    def check_samples(self, dspec, *keys: str) -> None:
+        """Raise SpecError at the line of the first of `keys` (train_range, test_range,
+        forward_range) that names a sample the .spec `dspec` has no [sampleN] for."""
+        for key in keys:
+            missing = [sid for sid in getattr(self, key) or [] if sid not in dspec.samples]
+            if missing:
+                where = " (from an override)" if self.lines.get(key, 0) is None else ""
+                raise SpecError(f"{key} names sample {missing[0]}, but {dspec.path} has no "
+                                f"[sample{missing[0]}] (it has {sorted(dspec.samples)}){where}",
+                                path=self.path, line=self.lines.get(key), key=key)
+
     def require(self, *keys: str) -> None:
         """Raise SpecError naming the first of `keys` (field names) that has no value."""
         for key in keys:

@@ -70,6 +70,17 @@ class DatasetSpec:
     labels: dict[int, LabelSpec]
     samples: dict[int, SampleSpec]
 
+    def input_image(self, sid: int, node: str) -> ImageSpec:
+        """The [imageN] that [sample`sid`] binds to the network's input node `node`;
+        SpecError at the sample's line when it binds none."""
+        sample = self.samples[sid]
+        iid = sample.image_id(node)
+        if iid is None or iid not in self.images:
+            raise SpecError(f"[sample{sid}] binds no [imageN] to the network's input node "
+                            f"'{node}' (add '{node} = N')", path=self.path, line=sample.line,
+                            key=node)
+        return self.images[iid]
+
 
 _SECTION = re.compile(r"(image|label|sample)(\d+)")
 
