@@ -12,7 +12,7 @@ from znn.data.preprocess import preprocess, standard2D, standard3D, symetric_res
     symmetric_rescale
 from znn.data.rebalance import class_weights, global_class_weights, rebalance_weights
 from znn.data.sampler import PatchSampler, centre_crop
-from znn.errors import DataError
+from znn.errors import DataError, SpecError
 from znn.formats.dataset_file import read_dataset_spec
 from znn.formats.volumes import write_h5
 
@@ -385,7 +385,8 @@ def test_data_errors(tmp_path):
         sampler(spec, fov=(1, 1, 1), out=(3, 3, 3), is_bd_mirror=True)
     with pytest.raises(DataError, match=r"no \[sample7\]"):
         sampler(spec, ids=[7])
-    with pytest.raises(DataError, match="input node 'raw'"):
+    with pytest.raises(SpecError, match=r"d\.spec:\d+: \[sample1\] binds no \[imageN\] to "
+                                        r"the network's input node 'raw'"):
         PatchSampler(spec, [1], {"raw": (1, 1, 1)}, {"raw": (1, 2, 2)}, {"output": (1, 2, 2)})
     with pytest.raises(ValueError, match="inconsistent"):
         PatchSampler(spec, [1], {"input": (1, 1, 1)}, {"input": (1, 3, 3)}, {"output": (1, 2, 2)})
