@@ -406,6 +406,18 @@ def test_data_errors(tmp_path):
     write_h5(tmp_path / "img.h5", np.zeros((2, 6, 7)))
     with pytest.raises(DataError, match="shape"):
         sampler(spec, out=(1, 2, 2))
+    # a dataset inside an existing file is found (the check looks at the file part)
+    make_data(tmp_path, (2, 6, 6))
+    text = (tmp_path / "d.spec").read_text().replace("fnames = img.h5\n",
+                                                      "fnames = img.h5:/main\n")
+    (tmp_path / "d.spec").write_text(text)
+    assert sampler(read_dataset_spec(tmp_path / "d.spec"), out=(1, 2, 2)).samples
+    # a missing file: the .spec's line of the section that lists it
     (tmp_path / "img.h5").unlink()
-    with pytest.raises(DataError, match="img.h5: file not found"):
+    with pytest.raises(SpecError, match=r"d\.spec:1: \[image1\] fnames: \S+img\.h5 does not "
+                                        r"exist"):
+        sampler(spec, out=(1, 2, 2))
+    spec, _, _ = make_data(tmp_path, (2, 6, 6), mask=np.ones((2, 6, 6)))
+    (tmp_path / "msk.h5").unlink()
+    with pytest.raises(SpecError, match=r"d\.spec:4: \[label1\] fmasks: \S+msk\.h5 does not"):
         sampler(spec, out=(1, 2, 2))

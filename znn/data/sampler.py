@@ -154,10 +154,7 @@ class PatchSampler:
             crops[("i", node)] = sec.is_auto_crop
         for node in self.output_size:
             lid = sample.label_id(node)
-            if lid is None or lid not in spec.labels:
-                raise DataError(f"{self._where(sid)} binds no [labelN] to the network's output "
-                                f"node '{node}' (add '{node} = N')")
-            sec = spec.labels[lid]
+            sec = spec.output_label(sid, node)
             if len(sec.fnames) != 1:
                 raise DataError(f"{spec.path}: [label{lid}] lists {len(sec.fnames)} files; a "
                                 "label section must have exactly one")

@@ -72,14 +72,29 @@ class DatasetSpec:
 
     def input_image(self, sid: int, node: str) -> ImageSpec:
         """The [imageN] that [sample`sid`] binds to the network's input node `node`;
-        SpecError at the sample's line when it binds none."""
-        sample = self.samples[sid]
-        iid = sample.image_id(node)
-        if iid is None or iid not in self.images:
-            raise SpecError(f"[sample{sid}] binds no [imageN] to the network's input node "
-                            f"'{node}' (add '{node} = N')", path=self.path, line=sample.line,
-                            key=node)
-        return self.images[iid]
+        SpecError at the sample's line when it binds none, or at the [imageN] line when one
+        of its files does not exist."""
+        return self._bound(sid, node, "image", "input", self.samples[sid].image_id(node))
+
+    def output_label(self, sid: int, node: str) -> LabelSpec:
+        """The [labelN] bound to the network's output node `node`, as input_image."""
+        return self._bound(sid, node, "label", "output", self.samples[sid].label_id(node))
+
+    def _bound(self, sid, node, kind, role, num):
+        sections = self.images if kind == "image" else self.labels
+        if num is None or num not in sections:
+            raise SpecError(f"[sample{sid}] binds no [{kind}N] to the network's {role} node "
+                            f"'{node}' (add '{node} = N')", path=self.path,
+                            line=self.samples[sid].line, key=node)
+        from znn.formats.volumes import split_h5_path
+
+        sec = sections[num]
+        for key in ("fnames", "fmasks"):
+            for fname in getattr(sec, key, ()):
+                if not split_h5_path(fname)[0].exists():  # file.h5:/dataset names file.h5
+                    raise SpecError(f"[{kind}{num}] {key}: {fname} does not exist",
+                                    path=self.path, line=sec.line, key=key)
+        return sec
 
 
 _SECTION = re.compile(r"(image|label|sample)(\d+)")
