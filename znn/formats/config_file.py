@@ -342,9 +342,9 @@ class RunConfig:
         for key in keys:
             missing = [sid for sid in getattr(self, key) or [] if sid not in dspec.samples]
             if missing:
-                where = " (from an override)" if self.lines.get(key, 0) is None else ""
                 raise SpecError(f"{key} names sample {missing[0]}, but {dspec.path} has no "
-                                f"[sample{missing[0]}] (it has {sorted(dspec.samples)}){where}",
+                                f"[sample{missing[0]}] (it has {sorted(dspec.samples)})"
+                                f"{_override_note(self.lines, key)}",
                                 path=self.path, line=self.lines.get(key), key=key)
 
     def require(self, *keys: str) -> None:
@@ -354,6 +354,11 @@ class RunConfig:
             if getattr(self, name, None) is None:
                 raise SpecError(f"missing key '{name}' in [parameters] (needed for this command)",
                                 path=self.path, key=name)
+
+
+def _override_note(lines, key):
+    """' (from an override)' when `key`'s value came from --set / -d, not the file."""
+    return " (from an override)" if key in lines and lines[key] is None else ""
 
 
 def _closest(key):
@@ -386,8 +391,8 @@ def read_config(path, overrides: dict[str, str] | None = None) -> RunConfig:
     folder = path.parent
 
     def fail(key, message):
-        where = "" if lines.get(key) is not None or key not in lines else " (from an override)"
-        raise SpecError(f"{message}{where}", path=path, line=lines.get(key), key=key)
+        raise SpecError(f"{message}{_override_note(lines, key)}", path=path,
+                        line=lines.get(key), key=key)
 
     values: dict[str, object] = {}
     legacy: dict[str, object] = {}

@@ -80,8 +80,8 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     training=True times forward + backward (weight gradient, and the input gradient when
     the input node needs one) with the kernel spectra recomputed every pass, as after every
     update; False times the forward pass only, with the kernel spectra cached as during
-    inference.  fft=False skips the FFT timing ('fft': None).  '<mode>_first_call' is True
-    when that mode's time is of a first call only (see best_times: it was far behind).
+    inference.  fft=False skips the FFT timing ('fft': None).  'first_call' lists the modes
+    whose time is of a first call only (see best_times: they were far behind).
     The edge's mode, gradient and filters are unchanged afterwards and its per-pass state
     and kernel spectra are released.
     """
@@ -123,17 +123,17 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
             (fft_pass if config[0] == "fft" else direct_pass)()
         return call
     try:
-        times, first_only = {"fft": None, "direct": None}, set()
+        times, first_only, winner = {"fft": None, "direct": None}, set(), {}
         got = best_times([run(c) for c in configs], repeats, first_only=first_only)
         for k, ((mode, engine, points), t) in enumerate(zip(configs, got)):
             if times[mode] is not None and t >= times[mode]:
                 continue
-            times[mode] = t
-            times[f"{mode}_first_call"] = k in first_only
+            times[mode], winner[mode] = t, k
             if mode == "direct":
                 times["winograd"] = points
             elif engine is not None:
                 times["fft_engine"] = engine
+        times["first_call"] = [m for m, k in winner.items() if k in first_only]
         return times
     finally:
         e.grad[...] = saved_grad  # in place: optimizers hold this array
@@ -165,9 +165,8 @@ def time_network(net, *, training, repeats=2, budget=None, progress=None):
                           "fft_shape": list(e.fft_shape)}
         if "fft_engine" in t:
             layers[e.name]["fft_engine"] = t["fft_engine"]
-        first = [m for m in ("fft", "direct") if t.get(f"{m}_first_call")]
-        if first:
-            layers[e.name]["first_call"] = first
+        if t.get("first_call"):
+            layers[e.name]["first_call"] = t["first_call"]
         if t.get("winograd"):
             layers[e.name]["winograd"] = t["winograd"]
     return layers
