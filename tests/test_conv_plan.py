@@ -102,6 +102,55 @@ def test_best_times_stops_timing_a_candidate_far_behind_the_best(monkeypatch):
     assert calls == list("abcde") * 2 and everything == pytest.approx([3, 4.4, 4.6, 9, 1])
 
 
+def test_best_times_never_runs_a_candidate_whose_estimate_is_far_behind(monkeypatch):
+    candidate, calls = scripted(monkeypatch, {"a": [1.0, 1.0, 1.0], "b": [1.0] * 3,
+                                              "c": [2.0, 2.0, 2.0]})
+    asked = []
+
+    def estimate(seconds):
+        return lambda: asked.append(seconds) or seconds
+    estimated = set()
+    got = conv_plan.best_times([candidate("a"), candidate("b"), candidate("c")], repeats=2,
+                               estimates=[None, estimate(9.0), estimate(2.0)],
+                               estimated=estimated, prune_above=float("inf"))
+    # a runs first; b's estimate (9 > 2.5 * 1) keeps it from ever running; c's (2) does not
+    assert asked == [9.0, 2.0] and estimated == {1}
+    assert calls == ["a", "c"] + ["a", "c"] * 2 and got == [1.0, 9.0, 2.0]
+    calls.clear(), asked.clear()
+    # nothing measured to compare with: estimates are not asked for
+    got = conv_plan.best_times([candidate("b")], repeats=1, estimates=[estimate(9.0)])
+    assert asked == [] and calls == ["b", "b"]
+
+
+def test_slab_estimate_times_a_slab_of_the_output_and_scales_it(monkeypatch):
+    net = build(NETWORKS / "tiny3d.znn", (2, 40, 6), conv_mode="direct", phase="train")
+    e = net.edges["conv2"]
+    x = np.zeros((e.src.n,) + tuple(e.src.size), net.dtype)
+    g = np.zeros((e.dst.n,) + tuple(e.dst.size), net.dtype)
+    clock, seen = [0.0], []
+    monkeypatch.setattr(conv_plan.time, "perf_counter", lambda: clock[0])
+
+    def kernel(name):
+        def run(*a, **kw):
+            seen.append((name, a[0].shape, kw["winograd"]))
+            clock[0] += 1.0
+        return run
+    for name in ("conv_forward", "conv_backward_weight", "conv_backward_data"):
+        monkeypatch.setattr(K, name, kernel(name))
+    s = -(-40 // conv_plan.SLAB_PARTS)  # 5 of the 40 output rows
+    rows = s + (e.ksize[1] - 1) * e.dilation[1]
+    est = conv_plan.slab_estimate(e, x, g, 6, training=True)()
+    passes = 3 if e.src.needs_grad else 2
+    assert est == pytest.approx(passes * 40 / s)
+    assert seen[0] == ("conv_forward", (e.src.n, x.shape[1], rows, x.shape[3]), 6)
+    assert seen[1][1] == (e.src.n, x.shape[1], rows, x.shape[3]) and len(seen) == passes
+    seen.clear()
+    conv_plan.slab_estimate(e, x, g, 0, training=False)()
+    assert [n for n, _, _ in seen] == ["conv_forward"]
+    small = build(NETWORKS / "tiny3d.znn", (2, 4, 4), conv_mode="direct").edges["conv2"]
+    assert conv_plan.slab_estimate(small, x, g, 0, training=True) is None
+
+
 # -- time_layer ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("layer", ["conv1", "conv2"])
@@ -466,7 +515,7 @@ def test_forward_timing_tries_both_fft_engines_and_keeps_the_faster(monkeypatch,
     assert e.blocked_possible
     seen = []
 
-    def fake_best_times(fns, repeats, first_only=None):
+    def fake_best_times(fns, repeats, first_only=None, **kw):
         times = []
         for fn in fns:
             fn()  # the pass really runs with this engine
@@ -518,7 +567,7 @@ def test_direct_timing_tries_winograd_tiles_and_keeps_the_fastest(monkeypatch, f
     e = net.edges["conv2"]  # 2x2x2: Winograd tiles fit
     e.winograd = 8
 
-    def fake_best_times(fns, repeats, first_only=None):
+    def fake_best_times(fns, repeats, first_only=None, **kw):
         times = []
         for fn in fns:
             fn()
@@ -537,7 +586,7 @@ def test_no_winograd_timing_for_kernels_without_tiles(monkeypatch):
     e = net.edges["conv1"]  # 2x3x3 fits, so build a case that does not: a 1-long y axis
     e.ksize = (2, 1, 3)
     seen = []
-    def fake_best_times(fns, repeats, first_only=None):
+    def fake_best_times(fns, repeats, first_only=None, **kw):
         for fn in fns:
             fn()
             seen.append((e.mode, e.winograd))
@@ -567,6 +616,16 @@ def test_saved_winograd_choice_is_applied_and_matches_gemm():
         np.testing.assert_allclose(got[k], want[k], rtol=1e-9, atol=1e-11)
     for e in net.conv_edges():
         np.testing.assert_allclose(grads[e.name], e.grad, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("key", ["first_call", "estimated"])
+@pytest.mark.parametrize("value", ["fft", ["gpu"]])
+def test_a_plan_with_bad_first_call_or_estimated_modes_is_rejected(key, value):
+    entry = {"mode": "train", "output_size": [1, 2, 3], "dtype": "float32", "threads": 1,
+             "layers": {"conv1": {"fft": 0.1, "direct": 0.2, key: value}}}
+    entry.update({k: "x" for k in plan_store._REQUIRED if k not in entry})
+    with pytest.raises(ValueError, match=f"{key} for layer 'conv1'"):
+        plan_store.PlanEntry.from_json(entry)
 
 
 @pytest.mark.parametrize("value", [7, "6", True])

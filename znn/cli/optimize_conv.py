@@ -33,7 +33,7 @@ def _speedup(r):
 
 
 def _table(net, report):
-    from znn.net.conv_plan import FIRST_CALL_ABOVE
+    from znn.net.conv_plan import FIRST_CALL_ABOVE, SLAB_PARTS
     from znn.net.memory import human
 
     head = ["layer", "kernel", "dilation", "maps", "input size", "fft ms", "direct ms", "choice",
@@ -53,6 +53,7 @@ def _table(net, report):
             if choice == "direct" and r.get("winograd"):
                 choice += f" (winograd {r['winograd']})"
             fft, direct = (_ms(r[m]) + ("*" if m in r.get("first_call", ()) else "")
+                           + ("~" if m in r.get("estimated", ()) else "")
                            for m in ("fft", "direct"))
             rows.append(base + [fft, direct, choice, human(r["fft_bytes"]), _speedup(r)])
     widths = [max(len(str(row[i])) for row in [head] + rows) for i in range(len(head))]
@@ -64,6 +65,9 @@ def _table(net, report):
     if any(r.get("first_call") for r in report.values()):
         click.echo(f"* one first call only (with its one-time costs): more than "
                    f"{FIRST_CALL_ABOVE:g}x the fastest first call, so not timed again")
+    if any(r.get("estimated") for r in report.values()):
+        click.echo(f"~ estimated from a pass over 1/{SLAB_PARTS} of the output: more than "
+                   f"{FIRST_CALL_ABOVE:g}x the fastest first call, so never run whole")
 
 
 def _describe(entry):

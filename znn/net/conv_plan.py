@@ -16,10 +16,13 @@ NO_PLAN = "timing conv layers (no saved plan; `znn optimize-conv` makes one ahea
 # best_times: candidates this many times slower than the fastest are not timed again, after
 # their first (warm-up) call and after a timed round
 FIRST_CALL_ABOVE, PRUNE_ABOVE = 2.5, 1.5
+# time_layer: direct candidates of a layer with an output axis of at least SLAB_MIN points
+# are first run on 1/SLAB_PARTS of that axis; see best_times' `estimates`
+SLAB_MIN, SLAB_PARTS = 32, 8
 
 
 def best_times(fns, repeats=2, warmup=1, prune_above=None, first_call_above=None,
-               first_only=None):
+               first_only=None, estimates=None, estimated=None):
     """Best wall time of each function in `fns` over `repeats` rounds, after `warmup` rounds.
 
     A round calls every function once, in turn, so a slow spell of a shared machine (other
@@ -34,21 +37,41 @@ def best_times(fns, repeats=2, warmup=1, prune_above=None, first_call_above=None
     `prune_above` times the fastest is not called again (its time is still a timed pass).
     None: FIRST_CALL_ABOVE / PRUNE_ABOVE; inf: no pruning.  A dropped candidate could have
     been the choice only if its repeats beat its first time by 60% or a third.
+
+    `estimates` (a list like fns, of None or a callable returning an estimate of one call's
+    seconds, cheaper than the call) keeps the first call of a hopeless candidate from
+    costing its full time: the candidates without an estimate make their first calls, then
+    a candidate whose estimate exceeds `first_call_above` times the fastest of those calls
+    is not called at all (its time is the estimate, its index is added to `estimated`).
     """
     prune_above = PRUNE_ABOVE if prune_above is None else prune_above
     first_call_above = FIRST_CALL_ABOVE if first_call_above is None else first_call_above
     best = [float("inf")] * len(fns)
     live = list(range(len(fns)))
     for w in range(warmup):
-        first = {i: _timed(fns[i]) for i in live}
-        if w == 0 and repeats > 0:
-            cut = first_call_above * min(first.values())
-            dropped = [i for i, t in first.items() if t > cut]
-            for i in dropped:
-                best[i] = first[i]
-            live = [i for i in live if i not in dropped]
-            if first_only is not None:
-                first_only.update(dropped)
+        if w > 0 or repeats == 0:
+            for i in live:
+                fns[i]()
+            continue
+        probe = [i for i in live if estimates and estimates[i] is not None]
+        if len(probe) == len(live):  # nothing measured to hold the estimates against
+            probe = []
+        first = {i: _timed(fns[i]) for i in live if i not in probe}
+        for i in probe:
+            est = estimates[i]()
+            if est > first_call_above * min(first.values()):
+                best[i] = est
+                if estimated is not None:
+                    estimated.add(i)
+            else:
+                first[i] = _timed(fns[i])
+        cut = first_call_above * min(first.values())
+        dropped = [i for i, t in first.items() if t > cut]
+        for i in dropped:
+            best[i] = first[i]
+        live = [i for i in live if i in first and i not in dropped]
+        if first_only is not None:
+            first_only.update(dropped)
     for _ in range(repeats):
         for i in live:
             best[i] = min(best[i], _timed(fns[i]))
@@ -69,6 +92,34 @@ def best_time(fn, repeats=2, warmup=1):
     return best_times([fn], repeats, warmup)[0]
 
 
+def slab_estimate(edge, x, g, points, training):
+    """A callable that estimates the seconds of one direct pass of `edge` (Winograd `points`,
+    0 for the GEMM lowering) on x / g from a pass over the first 1/SLAB_PARTS of its longer
+    output axis of z and y (direct work is proportional to the output), or None when that
+    axis has fewer than SLAB_MIN points."""
+    e, out = edge, tuple(edge.dst.size)
+    axis = 1 if out[1] >= out[0] else 0
+    n = out[axis]
+    if n < SLAB_MIN:
+        return None
+    s = -(-n // SLAB_PARTS)
+    span = s + (e.ksize[axis] - 1) * e.dilation[axis]
+    lead = (slice(None),) * (axis + 1)
+    xs = np.ascontiguousarray(x[lead + (slice(0, span),)])
+    gs = np.ascontiguousarray(g[lead + (slice(0, s),)])
+
+    def estimate():
+        t0 = time.perf_counter()
+        K.conv_forward(xs, e.filters, e.dilation, nthreads=e.threads, winograd=points)
+        if training:
+            K.conv_backward_weight(xs, gs, e.dilation, nthreads=e.threads, winograd=points)
+            if e.src.needs_grad:
+                K.conv_backward_data(gs, e.filters, e.dilation, xs.shape[1:],
+                                     nthreads=e.threads, winograd=points)
+        return (time.perf_counter() - t0) * n / s
+    return estimate
+
+
 def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     """Seconds per pass of one conv edge in each mode: {'fft': s, 'direct': s}.
 
@@ -81,7 +132,9 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     the input node needs one) with the kernel spectra recomputed every pass, as after every
     update; False times the forward pass only, with the kernel spectra cached as during
     inference.  fft=False skips the FFT timing ('fft': None).  'first_call' lists the modes
-    whose time is of a first call only (see best_times: they were far behind).
+    whose time is of a first call only (see best_times: they were far behind), 'estimated'
+    those whose time is an estimate from a slab of the output (slab_estimate), as they were
+    so far behind the FFT's first call that they were never run whole.
     The edge's mode, gradient and filters are unchanged afterwards and its per-pass state
     and kernel spectra are released.
     """
@@ -123,8 +176,11 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
             (fft_pass if config[0] == "fft" else direct_pass)()
         return call
     try:
-        times, first_only, winner = {"fft": None, "direct": None}, set(), {}
-        got = best_times([run(c) for c in configs], repeats, first_only=first_only)
+        times, first_only, estimated, winner = {"fft": None, "direct": None}, set(), set(), {}
+        estimates = [None if mode == "fft" else slab_estimate(e, x, g, points, training)
+                     for mode, _, points in configs]
+        got = best_times([run(c) for c in configs], repeats, first_only=first_only,
+                         estimates=estimates, estimated=estimated)
         for k, ((mode, engine, points), t) in enumerate(zip(configs, got)):
             if times[mode] is not None and t >= times[mode]:
                 continue
@@ -134,6 +190,7 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
             elif engine is not None:
                 times["fft_engine"] = engine
         times["first_call"] = [m for m, k in winner.items() if k in first_only]
+        times["estimated"] = [m for m, k in winner.items() if k in estimated]
         return times
     finally:
         e.grad[...] = saved_grad  # in place: optimizers hold this array
@@ -165,8 +222,9 @@ def time_network(net, *, training, repeats=2, budget=None, progress=None):
                           "fft_shape": list(e.fft_shape)}
         if "fft_engine" in t:
             layers[e.name]["fft_engine"] = t["fft_engine"]
-        if t.get("first_call"):
-            layers[e.name]["first_call"] = t["first_call"]
+        for key in ("first_call", "estimated"):
+            if t.get(key):
+                layers[e.name][key] = t[key]
         if t.get("winograd"):
             layers[e.name]["winograd"] = t["winograd"]
     return layers
@@ -189,7 +247,8 @@ def choose_modes(net, layers, *, training, budget=None):
         report[e.name] = {"fft": t.get("fft"), "direct": t["direct"],
                           "fft_bytes": int(t.get("fft_bytes", e.spectra_bytes(training))),
                           "choice": choice, "note": note, "fft_engine": e.fft_engine,
-                          "winograd": e.winograd, "first_call": t.get("first_call", [])}
+                          "winograd": e.winograd, "first_call": t.get("first_call", []),
+                          "estimated": t.get("estimated", [])}
     net.set_conv_mode({k: v["choice"] for k, v in report.items()})
     if budget is not None:
         fft_edges = sorted((e for e in timed_edges(net) if e.mode == "fft"),

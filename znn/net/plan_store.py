@@ -18,7 +18,10 @@ File format (UTF-8 JSON, written atomically)::
                                      "winograd": 6 | 8 (when Winograd tiles of that
                                                  size beat the GEMM lowering),
                                      "first_call": ["fft" | "direct"] (modes whose time
-                                                 is of one first call: far behind)}}}
+                                                 is of one first call: far behind),
+                                     "estimated": ["direct"] (modes whose time is
+                                                 estimated from a slab of the output:
+                                                 far behind, never run whole)}}}
 
 `layers` holds raw times only ("fft" is null when the layer's spectra alone exceeded the
 memory budget and FFT was not timed); the fft/direct choice is made when the plan is used,
@@ -87,9 +90,10 @@ class PlanEntry:
                 raise ValueError(f"bad fft_engine for layer '{name}'")
             if t.get("winograd", 0) not in (0, 6, 8) or isinstance(t.get("winograd"), bool):
                 raise ValueError(f"bad winograd for layer '{name}'")
-            first = t.get("first_call", [])
-            if not isinstance(first, list) or not set(first) <= {"fft", "direct"}:
-                raise ValueError(f"bad first_call for layer '{name}'")
+            for key in ("first_call", "estimated"):
+                modes = t.get(key, [])
+                if not isinstance(modes, list) or not set(modes) <= {"fft", "direct"}:
+                    raise ValueError(f"bad {key} for layer '{name}'")
         if entry.mode not in ("train", "forward") or len(entry.output_size) != 3:
             raise ValueError("bad mode or output_size")
         return entry
