@@ -213,6 +213,7 @@ def test_a_mode_timed_by_one_first_call_is_starred_in_the_table_and_the_plan(tmp
 def test_a_mode_estimated_from_a_slab_is_marked_in_the_table_and_the_plan(tmp_path,
                                                                           monkeypatch):
     # every direct candidate "estimated" far behind: none of them is run whole
+    monkeypatch.setattr(conv_plan, "direct_slab", lambda *a: "a slab")
     monkeypatch.setattr(conv_plan, "slab_estimate", lambda *a: (lambda: 1e3))
     path = copy_net(tmp_path)
     res = invoke("optimize-conv", path, "--outsz", "1,12,12", "--mode", "train", "--threads", 1,

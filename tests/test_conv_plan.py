@@ -139,16 +139,16 @@ def test_slab_estimate_times_a_slab_of_the_output_and_scales_it(monkeypatch):
         monkeypatch.setattr(K, name, kernel(name))
     s = -(-40 // conv_plan.SLAB_PARTS)  # 5 of the 40 output rows
     rows = s + (e.ksize[1] - 1) * e.dilation[1]
-    est = conv_plan.slab_estimate(e, x, g, 6, training=True)()
+    est = conv_plan.slab_estimate(e, conv_plan.direct_slab(e, x, g), 6, training=True)()
     passes = 3 if e.src.needs_grad else 2
     assert est == pytest.approx(passes * 40 / s)
     assert seen[0] == ("conv_forward", (e.src.n, x.shape[1], rows, x.shape[3]), 6)
     assert seen[1][1] == (e.src.n, x.shape[1], rows, x.shape[3]) and len(seen) == passes
     seen.clear()
-    conv_plan.slab_estimate(e, x, g, 0, training=False)()
+    conv_plan.slab_estimate(e, conv_plan.direct_slab(e, x, g), 0, training=False)()
     assert [n for n, _, _ in seen] == ["conv_forward"]
     small = build(NETWORKS / "tiny3d.znn", (2, 4, 4), conv_mode="direct").edges["conv2"]
-    assert conv_plan.slab_estimate(small, x, g, 0, training=True) is None
+    assert conv_plan.direct_slab(small, x, g) is None
 
 
 # -- time_layer ---------------------------------------------------------------------------------

@@ -92,11 +92,11 @@ def best_time(fn, repeats=2, warmup=1):
     return best_times([fn], repeats, warmup)[0]
 
 
-def slab_estimate(edge, x, g, points, training):
-    """A callable that estimates the seconds of one direct pass of `edge` (Winograd `points`,
-    0 for the GEMM lowering) on x / g from a pass over the first 1/SLAB_PARTS of its longer
-    output axis of z and y (direct work is proportional to the output), or None when that
-    axis has fewer than SLAB_MIN points."""
+def direct_slab(edge, x, g):
+    """(x slab, g slab, scale) for slab_estimate: the first 1/SLAB_PARTS of the layer's
+    longer output axis of z and y, with the inputs it reads, and the factor from its work to
+    the whole layer's (direct work is proportional to the output); None when that axis has
+    fewer than SLAB_MIN points."""
     e, out = edge, tuple(edge.dst.size)
     axis = 1 if out[1] >= out[0] else 0
     n = out[axis]
@@ -105,8 +105,14 @@ def slab_estimate(edge, x, g, points, training):
     s = -(-n // SLAB_PARTS)
     span = s + (e.ksize[axis] - 1) * e.dilation[axis]
     lead = (slice(None),) * (axis + 1)
-    xs = np.ascontiguousarray(x[lead + (slice(0, span),)])
-    gs = np.ascontiguousarray(g[lead + (slice(0, s),)])
+    return (np.ascontiguousarray(x[lead + (slice(0, span),)]),
+            np.ascontiguousarray(g[lead + (slice(0, s),)]), n / s)
+
+
+def slab_estimate(edge, slab, points, training):
+    """A callable that estimates the seconds of one direct pass of `edge` (Winograd `points`,
+    0 for the GEMM lowering) from a pass over the slab of direct_slab."""
+    e, (xs, gs, scale) = edge, slab
 
     def estimate():
         t0 = time.perf_counter()
@@ -116,7 +122,7 @@ def slab_estimate(edge, x, g, points, training):
             if e.src.needs_grad:
                 K.conv_backward_data(gs, e.filters, e.dilation, xs.shape[1:],
                                      nthreads=e.threads, winograd=points)
-        return (time.perf_counter() - t0) * n / s
+        return (time.perf_counter() - t0) * scale
     return estimate
 
 
@@ -133,7 +139,7 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     update; False times the forward pass only, with the kernel spectra cached as during
     inference.  fft=False skips the FFT timing ('fft': None).  'first_call' lists the modes
     whose time is of a first call only (see best_times: they were far behind), 'estimated'
-    those whose time is an estimate from a slab of the output (slab_estimate), as they were
+    those whose time is an estimate from a slab of the output (direct_slab), as they were
     so far behind the FFT's first call that they were never run whole.
     The edge's mode, gradient and filters are unchanged afterwards and its per-pass state
     and kernel spectra are released.
@@ -177,7 +183,9 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
         return call
     try:
         times, first_only, estimated, winner = {"fft": None, "direct": None}, set(), set(), {}
-        estimates = [None if mode == "fft" else slab_estimate(e, x, g, points, training)
+        slab = direct_slab(e, x, g) if fft else None  # one slab, shared by the candidates
+        estimates = [None if mode == "fft" or slab is None
+                     else slab_estimate(e, slab, points, training)
                      for mode, _, points in configs]
         got = best_times([run(c) for c in configs], repeats, first_only=first_only,
                          estimates=estimates, estimated=estimated)
