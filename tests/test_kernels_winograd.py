@@ -21,13 +21,14 @@ CASES = [
     (1, 2, (1, 3, 4), (1, 3, 4), (1, 1, 1)),
     (3, 1, (2, 30, 7), (1, 4, 2), (1, 9, 5)),
     (2, 2, (1, 7, 252), (1, 3, 3), (1, 1, 1)),  # 63 tiles a row, padded to 64 (6 points)
+    (2, 2, (1, 12, 70), (1, 3, 3), (1, 2, 2)),  # rows split into phases of class pairs
     # 4 and 8 x classes (whole runs copied as one vector), also fewer columns than classes
     (2, 3, (2, 21, 45), (1, 3, 3), (1, 4, 4)),
     (3, 2, (2, 30, 59), (2, 3, 4), (1, 8, 8)),
     (2, 2, (1, 22, 20), (1, 3, 3), (1, 8, 8)),
 ]
 IDS = ["3x3", "4x4-d2", "5x5-d3x2", "2x3x3", "3x2x4-d2x2x3", "2x5", "2x3x2-d3x1x2",
-       "3x3-d16", "1-voxel", "4x2-d9x5", "padded-row", "3x3-d4", "2x3x4-d8", "3x3-d8-narrow"]
+       "3x3-d16", "1-voxel", "4x2-d9x5", "padded-row", "3x3-d2-wide", "3x3-d4", "2x3x4-d8", "3x3-d8-narrow"]
 
 
 def _data(case, dtype, seed=0):

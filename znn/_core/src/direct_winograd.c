@@ -24,6 +24,10 @@
 #endif
 #define WINO_GROUPS 16  /* weight-gradient partial sums (fixed: thread-count independent) */
 
+/* Two adjacent float classes of a row dilated by 2, moved as one unit (rows start at any
+ * float, hence the alignment of 4). */
+typedef uint64_t __attribute__((may_alias, aligned(4))) wino_pair;
+
 /* Inlined into each clone, so compiled for its instruction set. */
 #define WINO_INLINE __attribute__((always_inline)) static inline
 
