@@ -19,9 +19,7 @@
 #define WINO_BAND_BYTES ((int64_t)3 << 19)
 #define WINO_BUDGET ((int64_t)4 << 20)  /* bytes of transformed inputs per item */
 #define WINO_RUN 4      /* x classes from which rows are split in runs of one per class */
-#ifndef WINO_PREFETCH_HINT
 #define WINO_PREFETCH_HINT 2  /* __builtin_prefetch locality: 2 = into L2 */
-#endif
 #define WINO_GROUPS 16  /* weight-gradient partial sums (fixed: thread-count independent) */
 
 /* Two adjacent float classes of a row dilated by 2, moved as one unit (rows start at any
