@@ -319,3 +319,27 @@ def test_plain_loop_build_matches(tmp_path):
                                            atol=1e-10 if dt == "f8" else 2e-4)
         assert_close(res[f"acc{dt}"], ref["y"].astype(np.float64) + y0.astype(dtype), dtype)
     assert time.perf_counter() - t0 < 120
+
+
+@pytest.mark.parametrize("form", ["gather", "scatter"])
+@pytest.mark.parametrize("chunk", [None, "7"])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_backward_data_forms(case, chunk, form, monkeypatch):
+    """Both forms of the GEMM path's backward data (the gather over the input grid and the
+    scatter of compact products, chosen by shape), forced, with tiny chunks, both thread
+    counts, overwriting and accumulating (the loops build ignores the variable)."""
+    monkeypatch.setenv("ZNN_DIRECT_BACKWARD_DATA", form)
+    if chunk:
+        monkeypatch.setenv("ZNN_DIRECT_CHUNK", chunk)
+    n_in, n_out, ins, k, d = case
+    rng = np.random.default_rng(5)
+    w = make(rng, (n_in, n_out) + k, np.float64)
+    g = make(rng, (n_out,) + tuple(n - (kk - 1) * dd for n, kk, dd in zip(ins, k, d)),
+             np.float64)
+    ref = ref_backward_data(g, w, d, ins)
+    base = make(rng, ref.shape, np.float64)
+    for nt in (1, 2):
+        assert_close(D.conv_backward_data(g, w, d, ins, nthreads=nt), ref, np.float64)
+        out = base.copy()
+        D.conv_backward_data(g, w, d, ins, out=out, accumulate=True, nthreads=nt)
+        assert_close(out, ref + base, np.float64)
