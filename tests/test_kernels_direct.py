@@ -343,3 +343,42 @@ def test_backward_data_forms(case, chunk, form, monkeypatch):
         out = base.copy()
         D.conv_backward_data(g, w, d, ins, out=out, accumulate=True, nthreads=nt)
         assert_close(out, ref + base, np.float64)
+
+
+NARROW_CASES = [  # (n_in, n_out, input shape, kernel, dilation): rows of 16 points or more
+    (3, 2, (1, 9, 70), (1, 3, 3), (1, 1, 1)),      # 2 maps: one block of 64, the end by 16
+    (4, 6, (2, 5, 21), (1, 2, 3), (1, 1, 2)),      # rows of 17 points: two blocks of 16
+    (2, 7, (3, 6, 83), (2, 2, 5), (1, 2, 3)),      # 7 maps: blocks of 3 and 4, dilated, 3D
+    (10, 10, (1, 12, 150), (1, 7, 7), (1, 1, 1)),  # srini2d's layer: blocks of 5 (48 points)
+    (1, 13, (2, 5, 99), (2, 1, 4), (1, 1, 2)),     # 13 maps: 4+4+5, tail block shifted back
+    (17, 1, (1, 4, 80), (1, 2, 2), (1, 3, 1)),     # one output map, many inputs
+]
+
+
+@pytest.mark.parametrize("narrow", ["0", "1-w16", "1-w8", "1-w4"])
+@pytest.mark.parametrize("case", NARROW_CASES, ids=case_id)
+def test_narrow_kernel(case, narrow, monkeypatch):
+    """The register-blocked few-map kernel (float forward and backward data of the GEMM
+    build) against the reference: off, and on with each vector width (16 and 8 fall back
+    to the widest the CPU runs), overwriting and accumulating."""
+    monkeypatch.setenv("ZNN_DIRECT_NARROW", narrow[0])
+    if narrow != "0":
+        monkeypatch.setenv("ZNN_NARROW_WIDTH", narrow.split("-w")[1])
+    n_in, n_out, ins, k, d = case
+    rng = np.random.default_rng(9)
+    x = make(rng, (n_in,) + ins, np.float32)
+    w = make(rng, (n_in, n_out) + k, np.float32)
+    g = make(rng, (n_out,) + tuple(n - (kk - 1) * dd for n, kk, dd in zip(ins, k, d)),
+             np.float32)
+    refs = [ref_forward(x, w, d), ref_backward_data(g, w, d, ins)]
+    for nt in (1, 2):
+        got = [D.conv_forward(x, w, d, nthreads=nt), D.conv_backward_data(g, w, d, ins,
+                                                                        nthreads=nt)]
+        for a, r in zip(got, refs):
+            assert_close(a, r, np.float32)
+    base = [make(rng, r.shape, np.float32) for r in refs]
+    outs = [b.copy() for b in base]
+    D.conv_forward(x, w, d, out=outs[0], accumulate=True)
+    D.conv_backward_data(g, w, d, ins, out=outs[1], accumulate=True)
+    for o, b, r in zip(outs, base, refs):
+        assert_close(o, r + b, np.float32)
