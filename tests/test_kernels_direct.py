@@ -352,14 +352,15 @@ NARROW_CASES = [  # (n_in, n_out, input shape, kernel, dilation): rows of 16 poi
     (10, 10, (1, 12, 150), (1, 7, 7), (1, 1, 1)),  # srini2d's layer: blocks of 5 (48 points)
     (1, 13, (2, 5, 99), (2, 1, 4), (1, 1, 2)),     # 13 maps: 4+4+5, tail block shifted back
     (17, 1, (1, 4, 80), (1, 2, 2), (1, 3, 1)),     # one output map, many inputs
+    (2, 5, (2, 7, 40), (2, 3, 3), (1, 2, 1)),      # 18 taps: weight blocks of 4/8 + 2 left
 ]
 
 
 @pytest.mark.parametrize("narrow", ["0", "1-w16", "1-w8", "1-w4"])
 @pytest.mark.parametrize("case", NARROW_CASES, ids=case_id)
 def test_narrow_kernel(case, narrow, monkeypatch):
-    """The register-blocked few-map kernel (float forward and backward data of the GEMM
-    build) against the reference: off, and on with each vector width (16 and 8 fall back
+    """The register-blocked few-map kernels (float forward, backward data and weight gradient
+    of the GEMM build) against the reference: off, and on with each vector width (16 and 8 fall back
     to the widest the CPU runs), overwriting and accumulating."""
     monkeypatch.setenv("ZNN_DIRECT_NARROW", narrow[0])
     if narrow != "0":
@@ -370,15 +371,18 @@ def test_narrow_kernel(case, narrow, monkeypatch):
     w = make(rng, (n_in, n_out) + k, np.float32)
     g = make(rng, (n_out,) + tuple(n - (kk - 1) * dd for n, kk, dd in zip(ins, k, d)),
              np.float32)
-    refs = [ref_forward(x, w, d), ref_backward_data(g, w, d, ins)]
+    refs = [ref_forward(x, w, d), ref_backward_data(g, w, d, ins),
+            ref_backward_weight(x, g, d, k)]
     for nt in (1, 2):
-        got = [D.conv_forward(x, w, d, nthreads=nt), D.conv_backward_data(g, w, d, ins,
-                                                                        nthreads=nt)]
+        got = [D.conv_forward(x, w, d, nthreads=nt),
+               D.conv_backward_data(g, w, d, ins, nthreads=nt),
+               D.conv_backward_weight(x, g, d, nthreads=nt)]
         for a, r in zip(got, refs):
             assert_close(a, r, np.float32)
     base = [make(rng, r.shape, np.float32) for r in refs]
     outs = [b.copy() for b in base]
     D.conv_forward(x, w, d, out=outs[0], accumulate=True)
     D.conv_backward_data(g, w, d, ins, out=outs[1], accumulate=True)
+    D.conv_backward_weight(x, g, d, out=outs[2], accumulate=True)
     for o, b, r in zip(outs, base, refs):
         assert_close(o, r + b, np.float32)

@@ -17,51 +17,70 @@
 #define NTARGET __attribute__((target("avx512f")))
 #define NSFX(name) narrow16_##name
 #define NV_OF(JB) ((JB) <= 3 ? 4 : (JB) <= 5 ? 3 : 2)
+#define NTB_SMALL 4
+#define NTB_LARGE 8
 #include "direct_narrow.inc"
 #undef NW
 #undef NTARGET
 #undef NSFX
 #undef NV_OF
+#undef NTB_SMALL
+#undef NTB_LARGE
 
 #define NW 8
 #define NTARGET __attribute__((target("avx2,fma")))
 #define NSFX(name) narrow8_##name
 #define NV_OF(JB) ((JB) <= 2 ? 4 : (JB) <= 3 ? 3 : 2)
+#define NTB_SMALL 2
+#define NTB_LARGE 4
 #include "direct_narrow.inc"
 #undef NW
 #undef NTARGET
 #undef NSFX
 #undef NV_OF
+#undef NTB_SMALL
+#undef NTB_LARGE
 #endif
 
 #define NW 4
 #define NTARGET
 #define NSFX(name) narrow4_##name
 #define NV_OF(JB) ((JB) <= 2 ? 4 : (JB) <= 3 ? 3 : 2)
+#define NTB_SMALL 2
+#define NTB_LARGE 4
 #include "direct_narrow.inc"
 #undef NW
 #undef NTARGET
 #undef NSFX
 #undef NV_OF
+#undef NTB_SMALL
+#undef NTB_LARGE
 
 typedef void (*narrow_row_fn)(const float *, int64_t, int64_t, const float *, int64_t,
                               const int64_t *, int64_t, float *, int64_t, int64_t, int64_t, int);
+typedef void (*narrow_wblock_fn)(const float *, const float *const *, const int64_t *,
+                                 const int64_t *, int64_t, int64_t, float *);
 
-/* The widest instance this CPU runs (znn_simd_clone), or ZNN_NARROW_WIDTH=16|8|4 (read per
- * call; tests run every instance the CPU can). */
-static narrow_row_fn narrow_row(void)
+/* The instances to run: the widest this CPU has (znn_simd_clone), or ZNN_NARROW_WIDTH=16|8|4
+ * (read per call; tests run every instance the CPU can). */
+typedef struct {
+    narrow_row_fn row;
+    const narrow_wblock_fn (*wblocks)[4];  /* [large][JB] */
+    int tb[2];                             /* taps per weight block: small, large */
+} narrow_impl;
+
+static narrow_impl narrow_pick(void)
 {
     const char *env = getenv("ZNN_NARROW_WIDTH");
     int w = env ? atoi(env) : 0;
     const int simd = znn_simd_clone();
     const int best = simd >= 2 ? 16 : simd == 1 ? 8 : 4;
-    if (w != 16 && w != 8 && w != 4) w = best;
-    if (w > best) w = best;
+    if ((w != 16 && w != 8 && w != 4) || w > best) w = best;
 #if ZNN_HAVE_CLONES
-    return w == 16 ? narrow16_row : w == 8 ? narrow8_row : narrow4_row;
-#else
-    return narrow4_row;
+    if (w == 16) return (narrow_impl){narrow16_row, narrow16_wblocks, {4, 8}};
+    if (w == 8) return (narrow_impl){narrow8_row, narrow8_wblocks, {2, 4}};
 #endif
+    return (narrow_impl){narrow4_row, narrow4_wblocks, {2, 4}};
 }
 
 /* Map blocks: n_dst split into blocks of at most JB_MAX, as even as possible (10 -> 5+5). */
@@ -76,13 +95,46 @@ int znn_narrow_conv_s(const float *src, int64_t n_src, int64_t vin, int64_t sz, 
         return znn_fail(ZNN_ERR_ARG, "narrow conv: rows of %lld points, need %d",
                         (long long)Xo, ZNN_NARROW_MIN_X);
     const int64_t nb = map_blocks(n_dst), rows = Zo * Yo, items = rows * nb;
-    const narrow_row_fn row = narrow_row();
+    const narrow_row_fn row = narrow_pick().row;
     #pragma omp parallel for num_threads(znn_threads(nthreads)) schedule(dynamic, 4)
     for (int64_t it = 0; it < items; it++) {
         const int64_t r = it / nb, b = it % nb, z = r / Yo, yy = r % Yo;
         const int64_t j0 = b * n_dst / nb, jb = (b + 1) * n_dst / nb - j0;
         row(src + z * sz + yy * sy, n_src, vin, wr + j0, n_dst, off, T,
             y + j0 * vout + (z * Yo + yy) * Xo, vout, Xo, jb, accumulate);
+    }
+    return ZNN_OK;
+}
+
+int znn_narrow_weight_s(const float *x, int64_t n_in, int64_t vin, int64_t sz, int64_t sy,
+                        const float *g, int64_t n_out, const int64_t *off, int64_t T,
+                        float *dw, const int64_t *out, int accumulate, int nthreads)
+{
+    const int64_t vout = out[0] * out[1] * out[2];
+    const narrow_impl im = narrow_pick();
+    /* taps per block: the size that leaves fewer empty slots in the last block (the larger
+     * on a tie); empty slots repeat the block's last tap and are not stored */
+    const int64_t ws = (T + im.tb[0] - 1) / im.tb[0] * im.tb[0];
+    const int64_t wl = (T + im.tb[1] - 1) / im.tb[1] * im.tb[1];
+    const int large = wl <= ws;
+    const int64_t TB = im.tb[large], ntg = (T + TB - 1) / TB, nbj = (n_out + 2) / 3;
+    const int64_t items = n_in * nbj * ntg;
+    #pragma omp parallel for num_threads(znn_threads(nthreads)) schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; it++) {
+        const int64_t i = it / (nbj * ntg), b = it / ntg % nbj, tg = it % ntg;
+        const int64_t j0 = b * n_out / nbj, jb = (b + 1) * n_out / nbj - j0;
+        const int64_t t0 = tg * TB, tb = min64(TB, T - t0);
+        int64_t o[8];
+        const float *gp[3];
+        float sums[3 * 8];
+        for (int64_t u = 0; u < TB; u++) o[u] = off[t0 + min64(u, tb - 1)];
+        for (int64_t j = 0; j < jb; j++) gp[j] = g + (j0 + j) * vout;
+        im.wblocks[large][jb](x + i * vin, gp, o, out, sz, sy, sums);
+        for (int64_t j = 0; j < jb; j++)
+            for (int64_t u = 0; u < tb; u++) {
+                float *d = dw + ((i * n_out + j0 + j) * T + t0 + u);
+                *d = (accumulate ? *d : 0) + sums[j * TB + u];
+            }
     }
     return ZNN_OK;
 }

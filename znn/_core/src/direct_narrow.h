@@ -24,4 +24,13 @@ int znn_narrow_conv_s(const float *src, int64_t n_src, int64_t vin, int64_t sz, 
                       const float *wr, int64_t n_dst, const int64_t *off, int64_t T,
                       float *y, const int64_t *out, int accumulate, int nthreads);
 
+/* The weight gradient of the same correlation (forward direction, wr's layout (n_in, n_out,
+ * T) as dw): dw[i, j, t] (+)= sum_p g[j, p] * src[i, q(p) + off[t]], g compact like y above.
+ * One work item per input map, block of up to 3 output maps and block of 2-8 taps (by the
+ * vector width) sums over every output point, so each weight is summed by one thread in a
+ * fixed order. */
+int znn_narrow_weight_s(const float *src, int64_t n_in, int64_t vin, int64_t sz, int64_t sy,
+                        const float *g, int64_t n_out, const int64_t *off, int64_t T,
+                        float *dw, const int64_t *out, int accumulate, int nthreads);
+
 #endif
