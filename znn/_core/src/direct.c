@@ -165,23 +165,29 @@ int znn_direct_uses_mkl(void) { return ZNN_USE_MKL_DIRECT_CONV ? 1 : 0; }
 #if ZNN_USE_MKL_DIRECT_CONV
 /* Layers with few maps: float forward and backward data run on the register-blocked kernel
  * (direct_narrow.h) instead of the GEMM lowering when the product it would replace has at
- * most 4 rows (output maps), or at most 2 input maps (per-tap GEMMs with an inner dimension
- * of 1 or 2), or both sides have at most 12 maps; and the kernel has more than one tap, the
- * sum per output point at least 8 terms (n_src*T: shorter ones spend more on storing the
- * registers than on adding) and rows at least 64 points.  Measured on one core of host A
- * (AVX-512), GEMM time / this kernel's (forward, backward data): 10 -> 2 7x7 on 200^2 2.0-2.5,
- * 1.9-2.2x; 10 -> 10 7x7 1.25-1.27, 1.27-1.29x (also on 512^2); 1 -> 24 3x3 1.31-1.39,
- * 1.42x; 8 -> 8 3x3x3 dilated 2 1.37, 1.17-1.20x; with its AVX2 instance forced, 10 -> 10 7x7
- * 1.16, 1.20x and 10 -> 2 2.0, 1.86x.  Left to GEMM: 16 -> 16 3x3 (1.15-1.24, 0.87-1.07x),
- * 24 -> 24 3x3 (0.93, 0.84x), and 1x1 kernels (48 -> 2: 1.27, 0.86x; AVX2 0.75, 0.64x).
+ * most 4 rows (output maps) or an inner dimension of at most 2 input maps, or the maps are
+ * few on both sides: at most 32 each, or 16 on one side and 48 on the other, with the
+ * AVX-512 instance; at most 12 each with the narrower ones (AVX2 has half the registers).
+ * The kernel must have more than one tap, the sum per output point at least 8 terms
+ * (n_src*T: shorter ones spend more on storing the registers than on adding) and rows at
+ * least 64 points.  Measured on one core of host A, GEMM time / this kernel's (forward,
+ * backward data): AVX-512: 10 -> 10 7x7 on 200^2 1.59-1.67, 1.50-1.64x (also on 512^2);
+ * 10 -> 2 7x7 2.6-3.0, 2.2-2.4x; 16 -> 16 3x3 1.53, 1.21x; 24 -> 24 3x3 1.39-1.41,
+ * 1.17-1.19x; 32 -> 32 3x3 1.34, 1.12x; 12 -> 48 and 48 -> 12 3x3 1.55-1.61, 1.22-1.34x;
+ * 16 -> 16 3x3x3 1.34, 1.09x; but 48 -> 48 3x3 1.01, 1.02x.  AVX2 instance forced:
+ * 10 -> 10 7x7 1.51-1.59, 1.50-1.53x; 24 -> 24 3x3 1.26, 1.11x; 16 -> 16 3x3x3 1.10, 0.80x;
+ * 36 -> 36 3x3 0.93, 0.85x.  1x1 kernels stay on GEMM (48 -> 2: AVX2 0.75, 0.64x).
  * ZNN_DIRECT_NARROW=0|1 (read per call; tests use it) overrides the choice. */
 static int use_narrow(int64_t n_src, int64_t n_dst, int64_t T, int64_t row)
 {
     if (row < ZNN_NARROW_MIN_X || n_src == 0 || n_dst == 0) return 0;
     const char *env = getenv("ZNN_DIRECT_NARROW");
     if (env && (!strcmp(env, "0") || !strcmp(env, "1"))) return env[0] == '1';
-    return row >= 64 && T > 1 && n_src * T >= 8
-           && (n_dst <= 4 || n_src <= 2 || (n_src <= 12 && n_dst <= 12));
+    if (row < 64 || T < 2 || n_src * T < 8) return 0;
+    if (n_dst <= 4 || n_src <= 2) return 1;
+    const int64_t lo = min64(n_src, n_dst), hi = max64(n_src, n_dst);
+    if (znn_narrow_width() >= 16) return hi <= 32 || (lo <= 16 && hi <= 48);
+    return hi <= 12;
 }
 
 /* wr[(a*T + t)*nb + b] = w[i, j, t] with (a, b) = (i, j), or (j, i) when `by_out`. */

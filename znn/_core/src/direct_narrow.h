@@ -5,7 +5,7 @@
  * with src maps vin elements apart and y compact (out[0] x out[1] x out[2], maps vout apart).
  * The GEMM lowering runs such layers at 10-45 GFLOP/s on one core (a product with 2..10 rows
  * or an inner dimension of 10); here a block of up to 6 output maps x 1-4 vectors of a row is
- * held in vector registers while every input map and tap is added, at 70-88 GFLOP/s.  Rows
+ * held in vector registers while every input map and tap is added, at 85-110 GFLOP/s.  Rows
  * need at least ZNN_NARROW_MIN_X points: a row is cut into blocks of NV vectors and its end
  * into blocks of one vector, the last of them shifted back to end with the row.  Work is split
  * into (row, map block) items; each output element is computed by one thread in a fixed
@@ -23,6 +23,9 @@
 int znn_narrow_conv_s(const float *src, int64_t n_src, int64_t vin, int64_t sz, int64_t sy,
                       const float *wr, int64_t n_dst, const int64_t *off, int64_t T,
                       float *y, const int64_t *out, int accumulate, int nthreads);
+
+/* Floats per vector of the instances these calls run (16 AVX-512, 8 AVX2, 4 otherwise). */
+int znn_narrow_width(void);
 
 /* The weight gradient of the same correlation (forward direction, wr's layout (n_in, n_out,
  * T) as dw): dw[i, j, t] (+)= sum_p g[j, p] * src[i, q(p) + off[t]], g compact like y above.
