@@ -95,6 +95,16 @@ CASES = [
 ]
 
 
+def operands(case, seed, dtype):
+    """x, w and an output gradient g of a case, random."""
+    n_in, n_out, ins, k, d = case
+    rng = np.random.default_rng(seed)
+    x = make(rng, (n_in,) + ins, dtype)
+    w = make(rng, (n_in, n_out) + k, dtype)
+    g = make(rng, (n_out,) + tuple(n - (kk - 1) * dd for n, kk, dd in zip(ins, k, d)), dtype)
+    return rng, x, w, g
+
+
 def case_id(c):
     return "in{}k{}d{}_{}to{}".format("x".join(map(str, c[2])), "x".join(map(str, c[3])),
                                        "x".join(map(str, c[4])), c[0], c[1])
@@ -119,12 +129,8 @@ def test_against_reference(case, dtype):
 def test_small_chunks(case, chunk, monkeypatch):
     """Many column chunks and every tap grouping of the GEMM path (a no-op for the loops)."""
     monkeypatch.setenv("ZNN_DIRECT_CHUNK", chunk)
-    n_in, n_out, ins, k, d = case
-    rng = np.random.default_rng(7)
-    x = make(rng, (n_in,) + ins, np.float64)
-    w = make(rng, (n_in, n_out) + k, np.float64)
-    g = make(rng, (n_out,) + tuple(n - (kk - 1) * dd for n, kk, dd in zip(ins, k, d)),
-             np.float64)
+    _, _, ins, k, d = case
+    _, x, w, g = operands(case, 7, np.float64)
     for nt in (1, 2):
         assert_close(D.conv_forward(x, w, d, nthreads=nt), ref_forward(x, w, d), np.float64)
         assert_close(D.conv_backward_data(g, w, d, ins, nthreads=nt),
@@ -136,11 +142,8 @@ def test_small_chunks(case, chunk, monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("case", [CASES[i] for i in (0, 5, 7, 12, 14, 15)], ids=case_id)
 def test_accumulate_and_out(case, dtype):
-    n_in, n_out, ins, k, d = case
-    rng = np.random.default_rng(3)
-    x = make(rng, (n_in,) + ins, dtype)
-    w = make(rng, (n_in, n_out) + k, dtype)
-    g = make(rng, (n_out,) + tuple(n - (kk - 1) * dd for n, kk, dd in zip(ins, k, d)), dtype)
+    _, _, ins, k, d = case
+    rng, x, w, g = operands(case, 3, dtype)
     calls = [
         (lambda out, acc: D.conv_forward(x, w, d, out=out, accumulate=acc),
          ref_forward(x, w, d)),
@@ -331,11 +334,8 @@ def test_backward_data_forms(case, chunk, form, monkeypatch):
     monkeypatch.setenv("ZNN_DIRECT_BACKWARD_DATA", form)
     if chunk:
         monkeypatch.setenv("ZNN_DIRECT_CHUNK", chunk)
-    n_in, n_out, ins, k, d = case
-    rng = np.random.default_rng(5)
-    w = make(rng, (n_in, n_out) + k, np.float64)
-    g = make(rng, (n_out,) + tuple(n - (kk - 1) * dd for n, kk, dd in zip(ins, k, d)),
-             np.float64)
+    _, _, ins, k, d = case
+    rng, _, w, g = operands(case, 5, np.float64)
     ref = ref_backward_data(g, w, d, ins)
     base = make(rng, ref.shape, np.float64)
     for nt in (1, 2):
@@ -359,18 +359,14 @@ NARROW_CASES = [  # (n_in, n_out, input shape, kernel, dilation): rows of 16 poi
 @pytest.mark.parametrize("narrow", ["0", "1-w16", "1-w8", "1-w4"])
 @pytest.mark.parametrize("case", NARROW_CASES, ids=case_id)
 def test_narrow_kernel(case, narrow, monkeypatch):
-    """The register-blocked few-map kernels (float forward, backward data and weight gradient
-    of the GEMM build) against the reference: off, and on with each vector width (16 and 8 fall back
-    to the widest the CPU runs), overwriting and accumulating."""
+    """The register-blocked few-map kernels (float forward, backward data and weight
+    gradient of the GEMM build) against the reference: off, and on with each vector width
+    (16 and 8 fall back to the widest the CPU runs), overwriting and accumulating."""
     monkeypatch.setenv("ZNN_DIRECT_NARROW", narrow[0])
     if narrow != "0":
         monkeypatch.setenv("ZNN_NARROW_WIDTH", narrow.split("-w")[1])
-    n_in, n_out, ins, k, d = case
-    rng = np.random.default_rng(9)
-    x = make(rng, (n_in,) + ins, np.float32)
-    w = make(rng, (n_in, n_out) + k, np.float32)
-    g = make(rng, (n_out,) + tuple(n - (kk - 1) * dd for n, kk, dd in zip(ins, k, d)),
-             np.float32)
+    _, _, ins, k, d = case
+    rng, x, w, g = operands(case, 9, np.float32)
     refs = [ref_forward(x, w, d), ref_backward_data(g, w, d, ins),
             ref_backward_weight(x, g, d, k)]
     for nt in (1, 2):

@@ -13,6 +13,8 @@
  * C (-std=c11), where GCC does not fuse a*b + c; the instances ask for it (fp-contract=fast),
  * which took 10 -> 10 7x7 forward from 4.7 to 3.6 ms (a multiply and an add per term before). */
 #define JB_MAX 6
+/* 8 and 4 floats (AVX2, baseline SSE): 16 registers */
+#define NV_HALF(JB) ((JB) <= 2 ? 4 : (JB) <= 3 ? 3 : 2)
 
 #if ZNN_HAVE_CLONES  /* GCC on x86-64: instances for AVX-512 and AVX2 */
 #define NW 16
@@ -22,41 +24,23 @@
 #define NTB_SMALL 4
 #define NTB_LARGE 8
 #include "direct_narrow.inc"
-#undef NW
-#undef NTARGET
-#undef NSFX
-#undef NV_OF
-#undef NTB_SMALL
-#undef NTB_LARGE
 
 #define NW 8
 #define NTARGET __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
 #define NSFX(name) narrow8_##name
-#define NV_OF(JB) ((JB) <= 2 ? 4 : (JB) <= 3 ? 3 : 2)
+#define NV_OF NV_HALF
 #define NTB_SMALL 2
 #define NTB_LARGE 4
 #include "direct_narrow.inc"
-#undef NW
-#undef NTARGET
-#undef NSFX
-#undef NV_OF
-#undef NTB_SMALL
-#undef NTB_LARGE
 #endif
 
 #define NW 4
 #define NTARGET
 #define NSFX(name) narrow4_##name
-#define NV_OF(JB) ((JB) <= 2 ? 4 : (JB) <= 3 ? 3 : 2)
+#define NV_OF NV_HALF
 #define NTB_SMALL 2
 #define NTB_LARGE 4
 #include "direct_narrow.inc"
-#undef NW
-#undef NTARGET
-#undef NSFX
-#undef NV_OF
-#undef NTB_SMALL
-#undef NTB_LARGE
 
 typedef void (*narrow_row_fn)(const float *, int64_t, int64_t, const float *, int64_t,
                               const int64_t *, int64_t, float *, int64_t, int64_t, int64_t, int);
