@@ -274,13 +274,15 @@ static int backward_data_any_s(const float *g, const float *w, float *dx, const 
         return narrow_backward_data_s(g, w, dx, G, accumulate, nt);
     return backward_data_s(g, w, dx, G, accumulate, nt);
 }
+
 /* The weight gradient's kernel sums over every output point per (input map, 3 output maps,
  * 2-8 taps) and runs at 33-55 GFLOP/s, so it replaces the GEMM only where that is weakest:
  * at most 4 output maps or at most 2 input maps (taps > 1, rows >= 64).  One core, GEMM time
- * / this kernel's, AVX-512 and AVX2 instances: 10 -> 2 7x7 on 200^2 2.9, 2.6x; 48 -> 2 3x3
- * 2.3, 2.1x; 1 -> 24 3x3 1.25, 1.67x; 1 -> 16 3x3x3 1.8, 1.6x; 1 -> 48 4x4 1.08, 1.45x;
- * 1 -> 10 7x7 1.10, 1.12x.  Left to GEMM: 10 -> 10 7x7 (0.88, 0.84x), 16 -> 16 3x3 (0.67,
- * 0.62x), 48 -> 12 3x3 (0.79, 1.20x). */
+ * / this kernel's, AVX-512 and AVX2 instances, two runs: 10 -> 2 7x7 on 200^2 2.9-3.0,
+ * 2.4-2.6x; 48 -> 2 3x3 2.1-2.3, 1.9-2.1x; 1 -> 24 3x3 1.1-1.25, 1.5-1.7x; 1 -> 16 3x3x3
+ * 1.4-1.8, 1.4-2.0x; 1 -> 48 4x4 0.83-1.09, 1.0-1.7x; 1 -> 10 7x7 0.95-1.10, 1.0-1.1x.
+ * Left to GEMM: 10 -> 10 7x7 (0.83-0.88, 0.79-0.84x), 16 -> 16 3x3 (0.58-0.67, 0.57-0.62x),
+ * 48 -> 12 3x3 (0.68-0.79, 0.96-1.20x). */
 static int use_narrow_weight(const geom *G)
 {
     if (G->out[2] < ZNN_NARROW_MIN_X) return 0;

@@ -15,9 +15,14 @@
  *   1: per-tap GEMM accumulation on MKL BLAS over the input's flat index ("wide" rows that
  *      run over the whole input row, so every tap is one GEMM with a constant offset);
  *      OpenMP over column chunks, MKL single-threaded inside; scratch bounded (~64 MB).
+ *      Within it, backward data on small patches with large dilations runs as a scatter of
+ *      compact products (direct_scatter.inc), and float layers with few maps run on
+ *      register-blocked kernels (direct_narrow.h); direct.c says when.
  *   0: plain C loops (inner loop over x, vectorisable), OpenMP over output maps/slices.
- * The environment variable ZNN_DIRECT_CHUNK (columns per GEMM chunk, read on every call)
- * overrides the chunk size of the GEMM path; tests use it to force many tiny chunks.
+ * Environment variables, read on every call (tests use them): ZNN_DIRECT_CHUNK (columns per
+ * GEMM chunk) forces many tiny chunks; ZNN_DIRECT_BACKWARD_DATA=gather|scatter and
+ * ZNN_DIRECT_NARROW=0|1 force a form; ZNN_NARROW_WIDTH=16|8|4 picks the narrow kernels'
+ * vector width (at most the CPU's).
  *
  * Threads: nthreads <= 0 means every core.  Work is split into pieces that do not depend on
  * the thread count, and each output element is reduced by one thread in a fixed order, so the

@@ -97,7 +97,7 @@ int znn_narrow_conv_s(const float *src, int64_t n_src, int64_t vin, int64_t sz, 
 }
 
 /* Output rows per band of the weight gradient: every tap block of a work item runs over a
- * band before the next, so its rows of g and x are read from L1 (about 8 KiB of g). */
+ * band before the next, so its rows of g and x are read from L1 (at most 8 KiB per map). */
 static int64_t band_rows(int64_t Xo) { return max64(1, min64(8, 2048 / max64(1, Xo))); }
 
 int znn_narrow_weight_s(const float *x, int64_t n_in, int64_t vin, int64_t sz, int64_t sy,
