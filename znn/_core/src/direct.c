@@ -67,6 +67,16 @@ static int geom_init(geom *G, int64_t n_in, int64_t n_out, const int64_t *in_sha
 
 static void geom_free(geom *G) { free(G->off); G->off = NULL; }
 
+/* A form forced by an environment variable (read per call; tests use them): 1 when it reads
+ * `on`, 0 when `off`, -1 when unset or anything else. */
+static int env_choice(const char *name, const char *on, const char *off)
+{
+    const char *env = getenv(name);
+    if (env && !strcmp(env, on)) return 1;
+    if (env && !strcmp(env, off)) return 0;
+    return -1;
+}
+
 
 #if ZNN_USE_MKL_DIRECT_CONV
 /* Output columns of the GEMM lowering, as runs of flat input-grid positions.  Output slice z
@@ -114,9 +124,8 @@ static inline void col_chunk(const col_runs *R, int64_t N, int64_t c, int64_t *q
 
 static int use_scatter(const geom *G)
 {
-    const char *env = getenv("ZNN_DIRECT_BACKWARD_DATA");
-    if (env && !strcmp(env, "scatter")) return 1;
-    if (env && !strcmp(env, "gather")) return 0;
+    const int forced = env_choice("ZNN_DIRECT_BACKWARD_DATA", "scatter", "gather");
+    if (forced >= 0) return forced;
     return (double)G->vin >= (1.3 + 8.0 / (double)G->n_out) * (double)G->vout;
 }
 #endif
@@ -181,8 +190,8 @@ int znn_direct_uses_mkl(void) { return ZNN_USE_MKL_DIRECT_CONV ? 1 : 0; }
 static int use_narrow(int64_t n_src, int64_t n_dst, int64_t T, int64_t row)
 {
     if (row < ZNN_NARROW_MIN_X || n_src == 0 || n_dst == 0) return 0;
-    const char *env = getenv("ZNN_DIRECT_NARROW");
-    if (env && (!strcmp(env, "0") || !strcmp(env, "1"))) return env[0] == '1';
+    const int forced = env_choice("ZNN_DIRECT_NARROW", "1", "0");
+    if (forced >= 0) return forced;
     if (row < 64 || T < 2 || n_src * T < 8) return 0;
     if (n_dst <= 4 || n_src <= 2) return 1;
     const int64_t lo = min64(n_src, n_dst), hi = max64(n_src, n_dst);
@@ -190,25 +199,18 @@ static int use_narrow(int64_t n_src, int64_t n_dst, int64_t T, int64_t row)
     return hi <= 12;
 }
 
-/* wr[(a*T + t)*nb + b] = w[i, j, t] with (a, b) = (i, j), or (j, i) when `by_out`. */
-static float *narrow_weights(const float *w, const geom *G, int by_out)
+/* The weights map-major (repack_maps in direct_gemm.inc), in a new buffer (NULL: no memory). */
+static float *narrow_weights(const float *w, const geom *G, int by_out, int nt)
 {
-    const int64_t ni = G->n_in, no = G->n_out, T = G->taps;
-    float *wr = znn_malloc((size_t)(ni * no * T) * sizeof(float));
-    if (!wr) return NULL;
-    for (int64_t i = 0; i < ni; i++)
-        for (int64_t j = 0; j < no; j++)
-            for (int64_t t = 0; t < T; t++) {
-                const float v = w[(i * no + j) * T + t];
-                if (by_out) wr[(j * T + t) * ni + i] = v; else wr[(i * T + t) * no + j] = v;
-            }
+    float *wr = znn_malloc((size_t)(G->n_in * G->n_out * G->taps) * sizeof(float));
+    if (wr) repack_maps_s(w, wr, G, by_out, nt);
     return wr;
 }
 
 static int narrow_forward_s(const float *x, const float *w, float *y, const geom *G,
                             int accumulate, int nt)
 {
-    float *wr = narrow_weights(w, G, 0);
+    float *wr = narrow_weights(w, G, 0, nt);
     if (!wr) return znn_fail(ZNN_ERR_NOMEM, "direct forward: out of memory for weights");
     int st = znn_narrow_conv_s(x, G->n_in, G->vin, G->sz, G->sy, wr, G->n_out, G->off,
                                G->taps, y, G->out, accumulate, nt);
@@ -229,7 +231,7 @@ static int narrow_backward_data_s(const float *g, const float *w, float *dx, con
     }
     const int64_t vp = P[0] * P[1] * P[2], syp = P[2], szp = P[1] * P[2];
     float *gp = znn_malloc((size_t)(no * vp) * sizeof(float));
-    float *wr = narrow_weights(w, G, 1);
+    float *wr = narrow_weights(w, G, 1, nt);
     int64_t *off = znn_malloc((size_t)T * sizeof(int64_t));
     int st = ZNN_OK;
     if (!gp || !wr || !off) {
@@ -286,8 +288,8 @@ static int backward_data_any_s(const float *g, const float *w, float *dx, const 
 static int use_narrow_weight(const geom *G)
 {
     if (G->out[2] < ZNN_NARROW_MIN_X) return 0;
-    const char *env = getenv("ZNN_DIRECT_NARROW");
-    if (env && (!strcmp(env, "0") || !strcmp(env, "1"))) return env[0] == '1';
+    const int forced = env_choice("ZNN_DIRECT_NARROW", "1", "0");
+    if (forced >= 0) return forced;
     return G->out[2] >= 64 && G->taps > 1 && (G->n_out <= 4 || G->n_in <= 2);
 }
 

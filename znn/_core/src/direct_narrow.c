@@ -113,26 +113,25 @@ int znn_narrow_weight_s(const float *x, int64_t n_in, int64_t vin, int64_t sz, i
     const int large = wl <= ws;
     const int64_t TB = im.tb[large], ntg = (T + TB - 1) / TB, nbj = (n_out + 2) / 3;
     const int64_t items = n_in * nbj, slots = ntg * 3 * TB, band = band_rows(out[2]);
+    int64_t *o = znn_malloc((size_t)(ntg * TB) * sizeof(int64_t));  /* offsets, blocks padded */
+    if (!o) return znn_fail(ZNN_ERR_NOMEM, "direct backward_weight: out of memory for offsets");
+    for (int64_t u = 0; u < ntg * TB; u++) o[u] = off[min64(u, T - 1)];
     int err = ZNN_OK;
     #pragma omp parallel num_threads((int)min64(znn_threads(nthreads), items))
     {
         float *acc = znn_malloc((size_t)(slots * (im.width + 1)) * sizeof(float));
-        int64_t *o = znn_malloc((size_t)(ntg * TB) * sizeof(int64_t));
-        if (!acc || !o) {
+        if (!acc) {
             #pragma omp atomic write
             err = znn_fail(ZNN_ERR_NOMEM, "direct backward_weight: out of memory for sums");
         }
         #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < items; it++) {
-            if (!acc || !o) continue;
+            if (!acc) continue;
             const int64_t i = it / nbj, b = it % nbj;
             const int64_t j0 = b * n_out / nbj, jb = (b + 1) * n_out / nbj - j0;
             float *tail = acc + slots * im.width;
             const float *gp[3];
             for (int64_t j = 0; j < jb; j++) gp[j] = g + (j0 + j) * vout;
-            for (int64_t tg = 0; tg < ntg; tg++)
-                for (int64_t u = 0; u < TB; u++)
-                    o[tg * TB + u] = off[min64(tg * TB + u, T - 1)];
             memset(acc, 0, (size_t)(slots * (im.width + 1)) * sizeof(float));
             for (int64_t r0 = 0; r0 < rows; r0 += band)
                 for (int64_t tg = 0; tg < ntg; tg++)
@@ -150,7 +149,7 @@ int znn_narrow_weight_s(const float *x, int64_t n_in, int64_t vin, int64_t sz, i
                     }
         }
         znn_free(acc);
-        znn_free(o);
     }
+    znn_free(o);
     return err;
 }
