@@ -87,6 +87,7 @@ def test_best_times_stops_timing_a_candidate_far_behind_the_best(monkeypatch):
         "a": [2.0, 3.0, 1.0, 2.0], "b": [2.0, 4.4, 2.0, 1.0], "c": [2.0, 4.6, 1.0, 1.0],
         "d": [1.0, 9.0, 1.0, 1.0], "e": [2.6, 1.0]})
     first_only = set()
+    monkeypatch.setattr(conv_plan, "SETTLED", float("inf"))
     got = conv_plan.best_times([candidate(n) for n in "abcde"], repeats=3, warmup=1,
                                first_only=first_only)
     # e's first call is more than 2.5x d's: it keeps that time; after the first timed round
@@ -94,6 +95,17 @@ def test_best_times_stops_timing_a_candidate_far_behind_the_best(monkeypatch):
     assert calls == list("abcde") + list("abcd") + list("ab") + list("a")
     assert got == pytest.approx([1.0, 2.0, 4.6, 9.0, 2.6]) and first_only == {4}
     calls.clear()
+    # a lone survivor whose pass took SETTLED seconds or more is not timed again
+    monkeypatch.setattr(conv_plan, "SETTLED", 1.0)
+    got = conv_plan.best_times([candidate(n) for n in "abcde"], repeats=3, warmup=1)
+    assert calls == list("abcde") + list("abcd") + list("ab")
+    assert got == pytest.approx([1.0, 2.0, 4.6, 9.0, 2.6])
+    calls.clear()
+    monkeypatch.setattr(conv_plan, "SETTLED", 1.01)  # a's 1.0 s is short of it: one more
+    conv_plan.best_times([candidate(n) for n in "abcde"], repeats=3, warmup=1)
+    assert calls == list("abcde") + list("abcd") + list("ab") + list("a")
+    calls.clear()
+    monkeypatch.setattr(conv_plan, "SETTLED", float("inf"))
     assert conv_plan.best_times([candidate("d")], repeats=2, warmup=0) == [1.0]
     calls.clear()
     everything = conv_plan.best_times([candidate(n) for n in "abcde"], repeats=1, warmup=1,
@@ -108,13 +120,13 @@ def test_best_times_never_runs_a_candidate_whose_estimate_is_far_behind(monkeypa
     asked = []
 
     def estimate(seconds):
-        return lambda: asked.append(seconds) or seconds
+        return lambda limit: asked.append((seconds, limit)) or seconds
     estimated = set()
     got = conv_plan.best_times([candidate("a"), candidate("b"), candidate("c")], repeats=2,
                                estimates=[None, estimate(9.0), estimate(2.0)],
                                estimated=estimated, prune_above=float("inf"))
     # a runs first; b's estimate (9 > 2.5 * 1) keeps it from ever running; c's (2) does not
-    assert asked == [9.0, 2.0] and estimated == {1}
+    assert asked == [(9.0, 2.5), (2.0, 2.5)] and estimated == {1}
     assert calls == ["a", "c"] + ["a", "c"] * 2 and got == [1.0, 9.0, 2.0]
     calls.clear(), asked.clear()
     # nothing measured to compare with: estimates are not asked for
@@ -149,6 +161,34 @@ def test_slab_estimate_times_a_slab_of_the_output_and_scales_it(monkeypatch):
     assert [n for n, _, _ in seen] == ["conv_forward"]
     small = build(NETWORKS / "tiny3d.znn", (2, 4, 4), conv_mode="direct").edges["conv2"]
     assert conv_plan.direct_slab(small, x, g) is None
+    assert conv_plan.direct_slab(e, x, None)[1] is None  # forward passes need no g
+
+
+def test_slab_estimate_tries_a_thin_slab_first_for_the_gemm_lowering(monkeypatch):
+    net = build(NETWORKS / "tiny3d.znn", (2, 40, 6), conv_mode="direct")
+    e = net.edges["conv2"]
+    x = np.zeros((e.src.n,) + tuple(e.src.size), net.dtype)
+    clock, seen = [0.0], []
+    monkeypatch.setattr(conv_plan.time, "perf_counter", lambda: clock[0])
+
+    def forward(xs, *a, **kw):
+        seen.append(xs.shape[2])
+        clock[0] += 1.0
+    monkeypatch.setattr(K, "conv_forward", forward)
+    slab = conv_plan.direct_slab(e, x, None)  # 5 of 40 rows: x 8.0
+    thin = conv_plan.direct_slab(e, x, None, parts=20, min_points=1)  # 2 rows: x 20.0
+    halo = (e.ksize[1] - 1) * e.dilation[1]
+    est = conv_plan.slab_estimate(e, slab, 0, False, thin)
+    # hopeless from the thin slab alone (20 > 1.5 * 10): the 1/8 slab is never run
+    assert est(10.0) == pytest.approx(20.0) and seen == [2 + halo]
+    seen.clear()
+    assert est(15.0) == pytest.approx(8.0) and seen == [2 + halo, 5 + halo]
+    seen.clear()
+    assert est() == pytest.approx(8.0) and len(seen) == 2
+    seen.clear()
+    # Winograd tiles skip the thin slab (their estimates from one ran up to 2.3x high)
+    assert conv_plan.slab_estimate(e, slab, 6, False, thin)(1.0) == pytest.approx(8.0)
+    assert seen == [5 + halo]
 
 
 # -- time_layer ---------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def _speedup(r):
 
 
 def _table(net, report):
-    from znn.net.conv_plan import FIRST_CALL_ABOVE, SLAB_PARTS
+    from znn.net.conv_plan import FIRST_CALL_ABOVE, SLAB_PARTS, THIN_PARTS
     from znn.net.memory import human
 
     head = ["layer", "kernel", "dilation", "maps", "input size", "fft ms", "direct ms", "choice",
@@ -66,8 +66,9 @@ def _table(net, report):
         click.echo(f"* one first call only (with its one-time costs): more than "
                    f"{FIRST_CALL_ABOVE:g}x the fastest first call, so not timed again")
     if any(r.get("estimated") for r in report.values()):
-        click.echo(f"~ estimated from a pass over 1/{SLAB_PARTS} of the output: more than "
-                   f"{FIRST_CALL_ABOVE:g}x the fastest first call, so never run whole")
+        click.echo(f"~ estimated from a pass over 1/{SLAB_PARTS} (or 1/{THIN_PARTS}) of the "
+                   f"output: more than {FIRST_CALL_ABOVE:g}x the fastest first call, so never "
+                   f"run whole")
 
 
 def _describe(entry):

@@ -17,8 +17,16 @@ NO_PLAN = "timing conv layers (no saved plan; `znn optimize-conv` makes one ahea
 # their first (warm-up) call and after a timed round
 FIRST_CALL_ABOVE, PRUNE_ABOVE = 2.5, 1.5
 # time_layer: direct candidates of a layer with an output axis of at least SLAB_MIN points
-# are first run on 1/SLAB_PARTS of that axis; see best_times' `estimates`
+# are first run on 1/SLAB_PARTS of that axis; see best_times' `estimates`.  The GEMM
+# lowering is first run on 1/THIN_PARTS when that axis has THIN_MIN points: its estimate
+# from so thin a slab was within 10% of the 1/SLAB_PARTS one on every layer measured (the
+# Winograd tiles' was up to 2.3x too high, so they skip it), and a THIN_MARGIN times
+# hopeless estimate ends there (a 7x7x7 layer's 1/8 slab alone took 3.6 s)
 SLAB_MIN, SLAB_PARTS = 32, 8
+THIN_MIN, THIN_PARTS, THIN_MARGIN = 128, 32, 1.5
+# best_times: once the other candidates are dropped, a survivor whose timed pass took at
+# least SETTLED seconds is not timed again (its later passes would change no choice)
+SETTLED = 0.25
 
 
 def best_times(fns, repeats=2, warmup=1, prune_above=None, first_call_above=None,
@@ -42,7 +50,11 @@ def best_times(fns, repeats=2, warmup=1, prune_above=None, first_call_above=None
     seconds, cheaper than the call) keeps the first call of a hopeless candidate from
     costing its full time: the candidates without an estimate make their first calls, then
     a candidate whose estimate exceeds `first_call_above` times the fastest of those calls
-    is not called at all (its time is the estimate, its index is added to `estimated`).
+    is not called at all (its time is the estimate, its index is added to `estimated`).  The
+    callable is given that limit (seconds), so it may stop at a rough estimate well above it.
+
+    Once a timed round leaves one candidate (the rest dropped, or it was alone) and its best
+    pass took SETTLED seconds or more, the rounds end: no choice depends on its later passes.
     """
     prune_above = PRUNE_ABOVE if prune_above is None else prune_above
     first_call_above = FIRST_CALL_ABOVE if first_call_above is None else first_call_above
@@ -58,8 +70,9 @@ def best_times(fns, repeats=2, warmup=1, prune_above=None, first_call_above=None
             probe = []
         first = {i: _timed(fns[i]) for i in live if i not in probe}
         for i in probe:
-            est = estimates[i]()
-            if est > first_call_above * min(first.values()):
+            limit = first_call_above * min(first.values())
+            est = estimates[i](limit)
+            if est > limit:
                 best[i] = est
                 if estimated is not None:
                     estimated.add(i)
@@ -77,6 +90,8 @@ def best_times(fns, repeats=2, warmup=1, prune_above=None, first_call_above=None
             best[i] = min(best[i], _timed(fns[i]))
         cut = prune_above * min(best[i] for i in live)
         live = [i for i in live if best[i] <= cut]
+        if len(live) == 1 and best[live[0]] >= SETTLED:
+            break
     return best
 
 
@@ -92,29 +107,31 @@ def best_time(fn, repeats=2, warmup=1):
     return best_times([fn], repeats, warmup)[0]
 
 
-def direct_slab(edge, x, g):
-    """(x slab, g slab, scale) for slab_estimate: the first 1/SLAB_PARTS of the layer's
-    longer output axis of z and y, with the inputs it reads, and the factor from its work to
-    the whole layer's (direct work is proportional to the output); None when that axis has
-    fewer than SLAB_MIN points."""
+def direct_slab(edge, x, g, parts=SLAB_PARTS, min_points=SLAB_MIN):
+    """(x slab, g slab, scale) for slab_estimate: the first 1/parts of the layer's longer
+    output axis of z and y, with the inputs it reads, and the factor from its work to the
+    whole layer's (direct work is proportional to the output); None when that axis has
+    fewer than `min_points` points.  g may be None (forward passes only)."""
     e, out = edge, tuple(edge.dst.size)
     axis = 1 if out[1] >= out[0] else 0
     n = out[axis]
-    if n < SLAB_MIN:
+    if n < min_points:
         return None
-    s = -(-n // SLAB_PARTS)
+    s = -(-n // parts)
     span = s + (e.ksize[axis] - 1) * e.dilation[axis]
     lead = (slice(None),) * (axis + 1)
     return (np.ascontiguousarray(x[lead + (slice(0, span),)]),
-            np.ascontiguousarray(g[lead + (slice(0, s),)]), n / s)
+            None if g is None else np.ascontiguousarray(g[lead + (slice(0, s),)]), n / s)
 
 
-def slab_estimate(edge, slab, points, training):
-    """A callable that estimates the seconds of one direct pass of `edge` (Winograd `points`,
-    0 for the GEMM lowering) from a pass over the slab of direct_slab."""
-    e, (xs, gs, scale) = edge, slab
+def slab_estimate(edge, slab, points, training, thin=None):
+    """A callable estimate(limit=inf) of the seconds of one direct pass of `edge` (Winograd
+    `points`, 0 for the GEMM lowering) from a pass over the slab of direct_slab.  With a
+    `thin` slab (used for the GEMM lowering only), a pass over it comes first, and an
+    estimate from it above THIN_MARGIN * limit is returned as it is."""
+    e = edge
 
-    def estimate():
+    def run(xs, gs, scale):
         t0 = time.perf_counter()
         K.conv_forward(xs, e.filters, e.dilation, nthreads=e.threads, winograd=points)
         if training:
@@ -123,6 +140,13 @@ def slab_estimate(edge, slab, points, training):
                 K.conv_backward_data(gs, e.filters, e.dilation, xs.shape[1:],
                                      nthreads=e.threads, winograd=points)
         return (time.perf_counter() - t0) * scale
+
+    def estimate(limit=float("inf")):
+        if thin is not None and points == 0:
+            rough = run(*thin)
+            if rough > THIN_MARGIN * limit:
+                return rough
+        return run(*slab)
     return estimate
 
 
@@ -146,8 +170,10 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     """
     e = edge
     rng = rng or np.random.default_rng(0)
-    x = rng.standard_normal((e.src.n,) + tuple(e.src.size)).astype(e.net.dtype)
-    g = rng.standard_normal((e.dst.n,) + tuple(e.dst.size)).astype(e.net.dtype)
+    # uniform values (no subnormals): the kernels' times do not depend on them, and drawing
+    # normal float64 values then converting took 4 s per 92M-value input of net3d_7
+    x = rng.random((e.src.n,) + tuple(e.src.size), dtype=e.net.dtype)
+    g = rng.random((e.dst.n,) + tuple(e.dst.size), dtype=e.net.dtype) if training else None
     saved_mode, saved_grad = e.mode, e.grad.copy()
 
     def fft_pass():
@@ -184,8 +210,9 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     try:
         times, first_only, estimated, winner = {"fft": None, "direct": None}, set(), set(), {}
         slab = direct_slab(e, x, g) if fft else None  # one slab, shared by the candidates
+        thin = direct_slab(e, x, g, THIN_PARTS, THIN_MIN) if slab is not None else None
         estimates = [None if mode == "fft" or slab is None
-                     else slab_estimate(e, slab, points, training)
+                     else slab_estimate(e, slab, points, training, thin)
                      for mode, _, points in configs]
         got = best_times([run(c) for c in configs], repeats, first_only=first_only,
                          estimates=estimates, estimated=estimated)
