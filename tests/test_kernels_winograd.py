@@ -26,9 +26,13 @@ CASES = [
     (2, 3, (2, 21, 45), (1, 3, 3), (1, 4, 4)),
     (3, 2, (2, 30, 59), (2, 3, 4), (1, 8, 8)),
     (2, 2, (1, 22, 20), (1, 3, 3), (1, 8, 8)),
+    # runs of several output slices per item, whose source slices wrap around the ring
+    (2, 3, (20, 9, 10), (3, 3, 3), (2, 1, 1)),
+    (3, 2, (30, 8, 8), (2, 3, 3), (3, 1, 1)),
 ]
 IDS = ["3x3", "4x4-d2", "5x5-d3x2", "2x3x3", "3x2x4-d2x2x3", "2x5", "2x3x2-d3x1x2",
-       "3x3-d16", "1-voxel", "4x2-d9x5", "padded-row", "3x3-d2-wide", "3x3-d4", "2x3x4-d8", "3x3-d8-narrow"]
+       "3x3-d16", "1-voxel", "4x2-d9x5", "padded-row", "3x3-d2-wide", "3x3-d4", "2x3x4-d8", "3x3-d8-narrow",
+       "3x3x3-d2-runs", "2x3x3-d3-runs"]
 
 
 def _data(case, dtype, seed=0):

@@ -17,7 +17,10 @@
  * 0.75-1.5 MiB took 2.53 s against 3.13 s for 256-tile bands (2-4 MiB), and 2.84 s at
  * 3 MiB; layers of 48-100 maps gain most, those of 24-36 maps are unchanged. */
 #define WINO_BAND_BYTES ((int64_t)3 << 19)
-#define WINO_BUDGET ((int64_t)4 << 20)  /* bytes of transformed inputs per item */
+/* Items a pass with z taps aims at (at least; more when it has more bands): its output
+ * slices are split into runs, each source slice is transformed once per run (ring), and the
+ * z taps of a run's first slices read span = (kz - 1) * dz slices before it again. */
+#define WINO_ZITEMS 8
 #define WINO_RUN 4      /* x classes from which rows are split in runs of one per class */
 #define WINO_PREFETCH_HINT 2  /* __builtin_prefetch locality: 2 = into L2 */
 #define WINO_GROUPS 16  /* weight-gradient partial sums (fixed: thread-count independent) */
@@ -95,6 +98,7 @@ typedef struct {
     int64_t cx;                  /* x residue classes: tile column t = k * cx + r */
     int64_t rows, nbands;        /* tile rows per band, bands */
     int64_t zc, nzc, nitems;     /* output slices per item, items per band, items */
+    int64_t ring;                /* transformed source slices held: (kz - 1) * dz + 1 */
 } wgeom;
 
 static void wgeom_free(wgeom *G)
@@ -183,11 +187,16 @@ static int wgeom_init(wgeom *G, int64_t ns, int64_t nd, const int64_t *src, cons
     const char *env = getenv("ZNN_WINO_BAND");
     if (env && atol(env) > 0) G->rows = min64(G->nt[0], atol(env));
     G->nbands = (G->nt[0] + G->rows - 1) / G->rows;
-    /* Output slices per item: all z taps of a slice need their source slices transformed,
-     * so items of several slices share them, as far as the budget allows. */
-    const int64_t span = (k[0] - 1) * d[0];
-    const int64_t slice = a2 * max64(ns, 1) * G->rows * ntx * (int64_t)rsize;
-    G->zc = k[0] == 1 ? 1 : max64(1, min64(dst[0], WINO_BUDGET / slice - span));
+    /* Output slices per item: one each without z taps; else runs as long as WINO_ZITEMS
+     * items allow, as every run transforms its first span source slices again (the item
+     * geometry does not depend on the thread count: the weight gradient's sums follow it). */
+    G->ring = (k[0] - 1) * d[0] + 1;
+    if (k[0] == 1) {
+        G->zc = 1;
+    } else {
+        const int64_t runs = min64(dst[0], (WINO_ZITEMS + G->nbands - 1) / G->nbands);
+        G->zc = (dst[0] + runs - 1) / runs;
+    }
     G->nzc = (dst[0] + G->zc - 1) / G->zc;
     G->nitems = G->nbands * G->nzc;
     if (ns > INT_MAX / 64 || nd > INT_MAX / 64 || G->rows * ntx * max64(ns, nd) > INT_MAX) {
@@ -202,8 +211,7 @@ static int wgeom_init(wgeom *G, int64_t ns, int64_t nd, const int64_t *src, cons
 static void scratch_sizes(const wgeom *G, int64_t n[6])
 {
     const int64_t a2 = (int64_t)G->W[0].a * G->W[1].a, ntx = G->nt[1], N = G->rows * ntx;
-    const int64_t nzs = G->zc + (G->k[0] - 1) * G->d[0];
-    n[0] = nzs * a2 * G->ns * N;
+    n[0] = G->ring * a2 * G->ns * N;
     n[1] = a2 * G->nd * N;
     n[2] = a2 * ntx;
     n[3] = WINO_MAXA * (ntx + WINO_MAXA * G->cx);

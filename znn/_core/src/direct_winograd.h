@@ -22,8 +22,10 @@
  * dU = sum over tiles (A dY A^T) (.) (B^T x B), dW = G^T dU G), so every pass is exact in
  * exact arithmetic; in floating point the error is a few times that of direct convolution.
  *
- * Work: bands of tile rows times a run of output slices, one item per thread at a time; all
- * input maps of an item are transformed, then one batched GEMM per z tap multiplies the
+ * Work: bands of tile rows times a run of output slices, one item per thread at a time.  An
+ * item goes through its output slices in order; each source slice (all input maps) is
+ * transformed once, when the first output slice that reads it comes, into a ring of the
+ * (kz - 1) * dz + 1 slices the z taps read; then one batched GEMM per z tap multiplies the
  * (n_dst x n_src) transformed kernels with the (n_src x tiles) transformed inputs (MKL,
  * single-threaded inside; plain C loops in builds without ZNN_USE_MKL_DIRECT_CONV).  The
  * weight gradient sums items into a fixed number of groups that are added in order, so
