@@ -153,15 +153,32 @@ def test_slab_estimate_times_a_slab_of_the_output_and_scales_it(monkeypatch):
     rows = s + (e.ksize[1] - 1) * e.dilation[1]
     est = conv_plan.slab_estimate(e, conv_plan.direct_slab(e, x, g), 6, training=True)()
     passes = 3 if e.src.needs_grad else 2
-    assert est == pytest.approx(passes * 40 / s)
+    assert est == pytest.approx(passes * conv_plan.slab_scale(e, 1, 40, s, 6))
     assert seen[0] == ("conv_forward", (e.src.n, x.shape[1], rows, x.shape[3]), 6)
     assert seen[1][1] == (e.src.n, x.shape[1], rows, x.shape[3]) and len(seen) == passes
     seen.clear()
-    conv_plan.slab_estimate(e, conv_plan.direct_slab(e, x, g), 0, training=False)()
-    assert [n for n, _, _ in seen] == ["conv_forward"]
+    est = conv_plan.slab_estimate(e, conv_plan.direct_slab(e, x, g), 0, training=False)()
+    assert [n for n, _, _ in seen] == ["conv_forward"] and est == pytest.approx(40 / s)
     small = build(NETWORKS / "tiny3d.znn", (2, 4, 4), conv_mode="direct").edges["conv2"]
     assert conv_plan.direct_slab(small, x, g) is None
     assert conv_plan.direct_slab(e, x, None)[1] is None  # forward passes need no g
+
+
+def test_slab_scale_of_winograd_tiles_counts_tiles_and_source_slices():
+    net = build(NETWORKS / "tiny3d.znn", (2, 40, 6), conv_mode="direct")
+    e = net.edges["conv2"]
+    assert conv_plan.slab_scale(e, 1, 40, 5, 0) == 8.0  # the GEMM lowering: the output
+    # y: 3 taps dilated by 4, 4 outputs a tile (6 points): 32 outputs are 8 tiles (2 in each
+    # of 4 classes), 4 outputs 4 tiles (one per class); the input gradient, 40 and 12, 12
+    # and 4 tiles
+    e.ksize, e.dilation = (3, 3, 3), (4, 4, 4)
+    assert conv_plan._wino_tiles(32, 4, 4) == 8 and conv_plan._wino_tiles(4, 4, 4) == 4
+    assert conv_plan.slab_scale(e, 1, 32, 4, 6) == 2.0
+    assert conv_plan.slab_scale(e, 1, 64, 8, 6) == pytest.approx(4.0)  # 16 / 4 tiles
+    # z: 24 slices read 32 source slices, 3 slices 11: 32 / 11 < 24 / 3
+    assert conv_plan.slab_scale(e, 0, 24, 3, 6) == pytest.approx(32 / 11)
+    e.ksize, e.dilation = (1, 3, 3), (1, 1, 1)  # undilated: tiles follow the output
+    assert conv_plan.slab_scale(e, 1, 64, 8, 6) == pytest.approx(min(8, 16 / 2, 17 / 3))
 
 
 def test_slab_estimate_tries_a_thin_slab_first_for_the_gemm_lowering(monkeypatch):
@@ -187,7 +204,8 @@ def test_slab_estimate_tries_a_thin_slab_first_for_the_gemm_lowering(monkeypatch
     assert est() == pytest.approx(8.0) and len(seen) == 2
     seen.clear()
     # Winograd tiles skip the thin slab (their estimates from one ran up to 2.3x high)
-    assert conv_plan.slab_estimate(e, slab, 6, False, thin)(1.0) == pytest.approx(8.0)
+    assert conv_plan.slab_estimate(e, slab, 6, False, thin)(1.0) == pytest.approx(
+        conv_plan.slab_scale(e, 1, 40, 5, 6))
     assert seen == [5 + halo]
 
 

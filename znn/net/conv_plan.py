@@ -108,10 +108,9 @@ def best_time(fn, repeats=2, warmup=1):
 
 
 def direct_slab(edge, x, g, parts=SLAB_PARTS, min_points=SLAB_MIN):
-    """(x slab, g slab, scale) for slab_estimate: the first 1/parts of the layer's longer
-    output axis of z and y, with the inputs it reads, and the factor from its work to the
-    whole layer's (direct work is proportional to the output); None when that axis has
-    fewer than `min_points` points.  g may be None (forward passes only)."""
+    """(x slab, g slab, axis, n, s) for slab_estimate: the first s = n/parts points of the
+    layer's longer output axis of z and y (n points), with the inputs they read; None when
+    that axis has fewer than `min_points` points.  g may be None (forward passes only)."""
     e, out = edge, tuple(edge.dst.size)
     axis = 1 if out[1] >= out[0] else 0
     n = out[axis]
@@ -121,17 +120,40 @@ def direct_slab(edge, x, g, parts=SLAB_PARTS, min_points=SLAB_MIN):
     span = s + (e.ksize[axis] - 1) * e.dilation[axis]
     lead = (slice(None),) * (axis + 1)
     return (np.ascontiguousarray(x[lead + (slice(0, span),)]),
-            None if g is None else np.ascontiguousarray(g[lead + (slice(0, s),)]), n / s)
+            None if g is None else np.ascontiguousarray(g[lead + (slice(0, s),)]), axis, n, s)
+
+
+def _wino_tiles(n, d, m):
+    """Winograd tiles of an axis of n outputs with dilation d and m outputs per tile."""
+    return sum(-(-((n - r + d - 1) // d) // m) for r in range(min(d, n)))
+
+
+def slab_scale(edge, axis, n, s, points):
+    """The factor from a slab's direct work (s of the n points of `axis`) to the whole
+    layer's: n / s for the GEMM lowering, whose work follows the output.  Winograd tiles
+    (points > 0) waste more of a thin slab (a dilated slab's classes are shorter than a
+    tile; z taps transform span source slices more), so their factor is the least of n / s
+    and the ratios of tiles (y: of the output and of the input gradient) or of source slices
+    (z): an estimate from it errs low, and a candidate it puts out of the running is."""
+    if not points:
+        return n / s
+    k, d = edge.ksize[axis], edge.dilation[axis]
+    span = (k - 1) * d
+    if axis == 0:
+        return min(n / s, (n + span) / (s + span))
+    m = points + 1 - k
+    return min(n / s, _wino_tiles(n, d, m) / _wino_tiles(s, d, m),
+               _wino_tiles(n + span, d, m) / _wino_tiles(s + span, d, m))
 
 
 def slab_estimate(edge, slab, points, training, thin=None):
     """A callable estimate(limit=inf) of the seconds of one direct pass of `edge` (Winograd
-    `points`, 0 for the GEMM lowering) from a pass over the slab of direct_slab.  With a
-    `thin` slab (used for the GEMM lowering only), a pass over it comes first, and an
-    estimate from it above THIN_MARGIN * limit is returned as it is."""
+    `points`, 0 for the GEMM lowering) from a pass over the slab of direct_slab, scaled by
+    slab_scale.  With a `thin` slab (used for the GEMM lowering only), a pass over it comes
+    first, and an estimate from it above THIN_MARGIN * limit is returned as it is."""
     e = edge
 
-    def run(xs, gs, scale):
+    def run(xs, gs, axis, n, s):
         t0 = time.perf_counter()
         K.conv_forward(xs, e.filters, e.dilation, nthreads=e.threads, winograd=points)
         if training:
@@ -139,7 +161,7 @@ def slab_estimate(edge, slab, points, training, thin=None):
             if e.src.needs_grad:
                 K.conv_backward_data(gs, e.filters, e.dilation, xs.shape[1:],
                                      nthreads=e.threads, winograd=points)
-        return (time.perf_counter() - t0) * scale
+        return (time.perf_counter() - t0) * slab_scale(e, axis, n, s, points)
 
     def estimate(limit=float("inf")):
         if thin is not None and points == 0:
