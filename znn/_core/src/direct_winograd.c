@@ -17,9 +17,12 @@
  * 0.75-1.5 MiB took 2.53 s against 3.13 s for 256-tile bands (2-4 MiB), and 2.84 s at
  * 3 MiB; layers of 48-100 maps gain most, those of 24-36 maps are unchanged. */
 #define WINO_BAND_BYTES ((int64_t)3 << 19)
-/* Items a pass with z taps aims at (at least; more when it has more bands): its output
- * slices are split into runs, each source slice is transformed once per run (ring), and the
- * z taps of a run's first slices read span = (kz - 1) * dz slices before it again. */
+/* Items a weight gradient with z taps aims at (at least; more when it has more bands): its
+ * output slices are split into runs, each source slice is transformed once per run (ring),
+ * and the z taps of a run's first slices read span = (kz - 1) * dz slices before it again.
+ * The weight gradient's sums follow its items, so their number is fixed; the forward and
+ * backward-data passes, whose results do not depend on the items, aim at 2 per thread
+ * (one core, 48->64 3x3x3 dilated by 4: 4 items took 0.85x the time of 8). */
 #define WINO_ZITEMS 8
 #define WINO_RUN 4      /* x classes from which rows are split in runs of one per class */
 #define WINO_PREFETCH_HINT 2  /* __builtin_prefetch locality: 2 = into L2 */
@@ -146,7 +149,7 @@ static int64_t axis_tiles_x(int64_t n, int64_t d, int64_t m, int64_t *t0, int64_
 
 static int wgeom_init(wgeom *G, int64_t ns, int64_t nd, const int64_t *src, const int64_t *dst,
                       const int64_t *k, const int64_t *d, const int64_t *off, int points,
-                      size_t rsize)
+                      size_t rsize, int64_t zitems)
 {
     memset(G, 0, sizeof *G);
     G->ns = ns;
@@ -187,14 +190,13 @@ static int wgeom_init(wgeom *G, int64_t ns, int64_t nd, const int64_t *src, cons
     const char *env = getenv("ZNN_WINO_BAND");
     if (env && atol(env) > 0) G->rows = min64(G->nt[0], atol(env));
     G->nbands = (G->nt[0] + G->rows - 1) / G->rows;
-    /* Output slices per item: one each without z taps; else runs as long as WINO_ZITEMS
-     * items allow, as every run transforms its first span source slices again (the item
-     * geometry does not depend on the thread count: the weight gradient's sums follow it). */
+    /* Output slices per item: one each without z taps; else runs as long as `zitems` items
+     * allow, as every run transforms its first span source slices again. */
     G->ring = (k[0] - 1) * d[0] + 1;
     if (k[0] == 1) {
         G->zc = 1;
     } else {
-        const int64_t runs = min64(dst[0], (WINO_ZITEMS + G->nbands - 1) / G->nbands);
+        const int64_t runs = min64(dst[0], (zitems + G->nbands - 1) / G->nbands);
         G->zc = (dst[0] + runs - 1) / runs;
     }
     G->nzc = (dst[0] + G->zc - 1) / G->zc;
@@ -235,11 +237,14 @@ static void scratch_sizes(const wgeom *G, int64_t n[6])
 #undef SFX
 #undef GEMM_BATCH
 
-/* The tile geometry of a pass from the forward shapes (in_shape, k, d): the forward and the
- * weight gradient tile the output, backward data (backdata) tiles the input gradient. */
+/* The tile geometry of pass `pass` (0 forward, 1 backward data, 2 weight gradient) with nt
+ * threads from the forward shapes (in_shape, k, d): the forward and the weight gradient tile
+ * the output, backward data tiles the input gradient. */
 static int pass_geom(wgeom *G, int64_t n_in, int64_t n_out, const int64_t *in,
-                     const int64_t *k, const int64_t *d, int points, int backdata, size_t elem)
+                     const int64_t *k, const int64_t *d, int points, int pass, size_t elem,
+                     int nt)
 {
+    const int64_t zitems = pass == 2 ? WINO_ZITEMS : 2 * (int64_t)nt;
     int64_t out[3], zero[3] = {0, 0, 0}, off[3];
     for (int a = 0; a < 3; a++) {
         if (k[a] < 1 || d[a] < 1 || in[a] < 1)
@@ -251,20 +256,21 @@ static int pass_geom(wgeom *G, int64_t n_in, int64_t n_out, const int64_t *in,
                             "the input", a);
         off[a] = (k[a] - 1) * d[a];
     }
-    if (backdata)
-        return wgeom_init(G, n_out, n_in, out, in, k, d, off, points, elem);
-    return wgeom_init(G, n_in, n_out, in, out, k, d, zero, points, elem);
+    if (pass == 1)
+        return wgeom_init(G, n_out, n_in, out, in, k, d, off, points, elem, zitems);
+    return wgeom_init(G, n_in, n_out, in, out, k, d, zero, points, elem, zitems);
 }
 
-#define ZNN_WINO_ENTRY(pub, impl, T, A, B, OUT, BACKDATA)                                    \
+#define ZNN_WINO_ENTRY(pub, impl, T, A, B, OUT, PASS)                                        \
     int pub(const T *A, const T *B, T *OUT, int64_t n_in, int64_t n_out,                       \
             const int64_t *in_shape, const int64_t *k, const int64_t *d, int points,          \
             int accumulate, int nthreads)                                                      \
     {                                                                                          \
         wgeom G;                                                                               \
-        int st = pass_geom(&G, n_in, n_out, in_shape, k, d, points, BACKDATA, sizeof(T));     \
+        const int nt = znn_threads(nthreads);                                                  \
+        int st = pass_geom(&G, n_in, n_out, in_shape, k, d, points, PASS, sizeof(T), nt);     \
         if (st != ZNN_OK) return st;                                                           \
-        st = impl(A, B, OUT, &G, accumulate, znn_threads(nthreads));                           \
+        st = impl(A, B, OUT, &G, accumulate, nt);                                              \
         wgeom_free(&G);                                                                        \
         return st;                                                                             \
     }
@@ -273,8 +279,8 @@ ZNN_WINO_ENTRY(znn_wino_forward_s, forward_s, float, x, w, y, 0)
 ZNN_WINO_ENTRY(znn_wino_forward_d, forward_d, double, x, w, y, 0)
 ZNN_WINO_ENTRY(znn_wino_backward_data_s, backward_data_s, float, g, w, dx, 1)
 ZNN_WINO_ENTRY(znn_wino_backward_data_d, backward_data_d, double, g, w, dx, 1)
-ZNN_WINO_ENTRY(znn_wino_backward_weight_s, backward_weight_s, float, x, g, dw, 0)
-ZNN_WINO_ENTRY(znn_wino_backward_weight_d, backward_weight_d, double, x, g, dw, 0)
+ZNN_WINO_ENTRY(znn_wino_backward_weight_s, backward_weight_s, float, x, g, dw, 2)
+ZNN_WINO_ENTRY(znn_wino_backward_weight_d, backward_weight_d, double, x, g, dw, 2)
 
 int znn_wino_scratch_bytes(int64_t n_in, int64_t n_out, const int64_t *in_shape,
                            const int64_t *k, const int64_t *d, int points, int pass,
@@ -285,7 +291,8 @@ int znn_wino_scratch_bytes(int64_t n_in, int64_t n_out, const int64_t *in_shape,
     if (pass < 0 || pass > 2 || elem < 1)
         return znn_fail(ZNN_ERR_ARG, "winograd scratch: pass must be 0..2 and elem >= 1");
     wgeom G;
-    const int st = pass_geom(&G, n_in, n_out, in_shape, k, d, points, pass == 1, (size_t)elem);
+    const int st = pass_geom(&G, n_in, n_out, in_shape, k, d, points, pass, (size_t)elem,
+                             znn_threads(nthreads));
     if (st != ZNN_OK) return st;
     if (G.ns > 0 && G.nd > 0) {
         const int64_t a2 = (int64_t)G.W[0].a * G.W[1].a;
