@@ -283,13 +283,15 @@ def test_bad_network(case):
 FOV = {"N4": (1, 95, 95), "N4_A": (1, 95, 95), "N4_even": (1, 94, 94),
        "N4_A_even": (1, 94, 94), "VD2D": (1, 109, 109), "VD2D_tanh": (1, 109, 109),
        "VD2D3D": (5, 85, 85), "W5_C10_P3_D2": (1, 99, 99), "srini2d": (1, 37, 37),
-       "zinet": (37, 37, 37), "net3d_5": (32, 32, 32), "net3d_7": (46, 46, 46), "tiny2d": (1, 8, 8),
+       "zinet": (37, 37, 37), "net3d_3": (32, 32, 32), "net3d_5": (32, 32, 32),
+       "net3d_7": (46, 46, 46), "tiny2d": (1, 8, 8),
        "tiny3d": (7, 8, 8), "demo2d": (1, 25, 25)}
 OUTPUTS = {"N4": (2, "linear"), "N4_A": (3, "forward_logistics"), "N4_even": (2, "linear"),
            "N4_A_even": (3, "forward_logistics"), "VD2D": (2, "linear"),
            "VD2D_tanh": (2, "linear"), "VD2D3D": (2, "linear"), "W5_C10_P3_D2": (2, "linear"),
            "srini2d": (2, "linear"), "zinet": (1, "rectify_linear"),
-           "net3d_5": (3, "forward_logistics"), "net3d_7": (3, "forward_logistics"), "tiny2d": (2, "linear"),
+           "net3d_3": (3, "forward_logistics"), "net3d_5": (3, "forward_logistics"),
+           "net3d_7": (3, "forward_logistics"), "tiny2d": (2, "linear"),
            "tiny3d": (3, "forward_logistics"), "demo2d": (2, "linear")}
 
 
