@@ -19,9 +19,10 @@ FIRST_CALL_ABOVE, PRUNE_ABOVE = 2.5, 1.5
 # time_layer: direct candidates of a layer with an output axis of at least SLAB_MIN points
 # are first run on 1/SLAB_PARTS of that axis; see best_times' `estimates`.  The GEMM
 # lowering is first run on 1/THIN_PARTS when that axis has THIN_MIN points: its estimate
-# from so thin a slab was within 10% of the 1/SLAB_PARTS one on every layer measured (the
-# Winograd tiles' was up to 2.3x too high, so they skip it), and a THIN_MARGIN times
-# hopeless estimate ends there (a 7x7x7 layer's 1/8 slab alone took 3.6 s)
+# from so thin a slab was 0.90-1.13x the whole pass on the 13 layers measured (the Winograd
+# tiles' ran up to 3x their 1/SLAB_PARTS estimate and 4.8x the whole pass, so they skip it),
+# and a THIN_MARGIN times hopeless estimate ends there (a 7x7x7 layer's 1/8 slab alone took
+# 3.6 s)
 SLAB_MIN, SLAB_PARTS = 32, 8
 THIN_MIN, THIN_PARTS, THIN_MARGIN = 128, 32, 1.5
 # best_times: once the other candidates are dropped, a survivor whose timed pass took at
