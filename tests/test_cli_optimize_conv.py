@@ -191,6 +191,12 @@ def test_table_names_the_engine_of_each_choice(capsys):
     blocks = net.edges["conv2"].cheapest_blocks().fft  # the block size is shown
     assert rows["conv2"][:3] == ["fft", "(blocked", "x".join(map(str, blocks)) + ")"]
     assert rows["conv3"][0] == "direct" and rows["conv3"][1] != "(winograd"
+    report["conv1"].update(winograd=8, winograd_data=0)  # backward data on the GEMM lowering
+    report["conv3"].update(winograd_weight=6)
+    _table(net, report)
+    rows = {r[0]: r[7:] for r in table_rows(capsys.readouterr().out)[1]}
+    assert " ".join(rows["conv1"][:7]) == "direct (f w8, d gemm, w w8)"
+    assert " ".join(rows["conv3"][:7]) == "direct (f gemm, d gemm, w w6)"
 
 
 def test_a_mode_timed_by_one_first_call_is_starred_in_the_table_and_the_plan(tmp_path,

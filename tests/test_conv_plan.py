@@ -220,8 +220,8 @@ def test_time_layer_drives_the_edge_and_leaves_it_unchanged(tmp_path, monkeypatc
     filters, grad, grad_id = e.filters.copy(), e.grad.copy(), id(e.grad)
     calls = {}
     for name in ("input_spectrum", "forward_spectral", "output_from_spectrum", "grad_spectrum",
-                 "backward_spectral", "input_grad_from_spectrum", "forward", "backward",
-                 "invalidate_spectra"):
+                 "backward_spectral", "input_grad_from_spectrum", "forward", "backward_weight",
+                 "backward_data", "invalidate_spectra"):
         orig = getattr(e, name)
 
         def wrapped(*a, _orig=orig, _name=name, **kw):
@@ -244,12 +244,13 @@ def test_time_layer_drives_the_edge_and_leaves_it_unchanged(tmp_path, monkeypatc
     assert calls["output_from_spectrum"] == passes and calls["forward"] == direct
     if training:
         assert calls["grad_spectrum"] == calls["backward_spectral"] == passes
-        assert calls["backward"] == direct
+        assert calls["backward_weight"] == direct
+        assert calls.get("backward_data", 0) == (direct if e.src.needs_grad else 0)
         # kernel spectra are recomputed every training pass (an update changes the filters)
         assert len(transforms) == passes and calls["invalidate_spectra"] >= passes
         assert calls.get("input_grad_from_spectrum", 0) == (passes if e.src.needs_grad else 0)
     else:
-        assert "backward" not in calls and "grad_spectrum" not in calls
+        assert "backward_weight" not in calls and "grad_spectrum" not in calls
         assert len(transforms) == 1  # cached, as during inference
     np.testing.assert_array_equal(e.filters, filters)
     np.testing.assert_array_equal(e.grad, grad)
@@ -714,3 +715,98 @@ def test_memory_estimate_counts_the_winograd_scratch(monkeypatch, training):
     conv4.winograd = 8  # the larger of the two counts, once (one kernel runs at a time)
     both = estimate_bytes(net, training=training) - gemm
     assert both == max(scratch(conv5, 6), scratch(conv4, 8))
+
+
+# -- a direct method per pass -------------------------------------------------------------------
+def test_mixed_passes_take_each_pass_from_its_fastest_direct_candidate(monkeypatch):
+    configs = [("fft", None, 0), ("direct", None, 0), ("direct", None, 6), ("direct", None, 8)]
+    # best seconds of forward, backward data, weight gradient per direct candidate
+    passes = {1: [11.5, 9.9, 12.2], 2: [6.8, 15.6, 7.5], 3: [11.9, 12.0, 48.7]}
+    got = conv_plan._mixed_passes(passes, configs, {"direct": 29.9})
+    # 6-point tiles forward and weight gradient, the GEMM lowering's backward data
+    assert got == {"direct": pytest.approx(29.9 * 24.2 / 29.9), "winograd": 6,
+                   "winograd_data": 0}
+    # a mix within MIX_GAIN of the best single candidate is not worth it
+    near = {1: [10.0, 10.0, 10.0], 2: [9.9, 10.2, 10.0]}
+    assert conv_plan._mixed_passes(near, configs, {"direct": 30.0}) == {}
+    assert conv_plan._mixed_passes({1: [1.0]}, configs, {"direct": 1.0}) == {}  # forward only
+    monkeypatch.setattr(conv_plan, "MIX_GAIN", 1.0)
+    assert conv_plan._mixed_passes(near, configs, {"direct": 30.0})["winograd_data"] == 0
+
+
+def test_time_layer_keeps_a_mix_of_direct_methods_when_it_is_faster(monkeypatch):
+    net = build(NETWORKS / "tiny3d.znn", (2, 4, 4), conv_mode="direct", phase="train")
+    e = net.edges["conv2"]
+    assert K.winograd_fits(e.ksize) and e.src.needs_grad
+    clock = [0.0]
+    monkeypatch.setattr(conv_plan.time, "perf_counter", lambda: clock[0])
+    # seconds per pass and method (points): Winograd wins forward and weight, GEMM data
+    cost = {"f": {0: 3.0, 6: 1.0, 8: 2.0}, "d": {0: 1.0, 6: 3.0, 8: 3.0},
+            "w": {0: 3.0, 6: 2.0, 8: 1.0}}
+
+    def fake(name, pass_):
+        def run(*a, winograd=0, **kw):
+            clock[0] += cost[pass_][winograd]
+        monkeypatch.setattr(K, name, run)
+    fake("conv_forward", "f"), fake("conv_backward_data", "d")
+    fake("conv_backward_weight", "w")
+    t = conv_plan.time_layer(e, training=True, repeats=2, fft=False)
+    assert (t["winograd"], t["winograd_data"], t["winograd_weight"]) == (6, 0, 8)
+    assert t["direct"] == pytest.approx(3.0)  # 1 + 1 + 1, against 6 for the best single one
+    assert e.winograd == 0 and e.winograd_data is None and e.winograd_weight is None
+
+
+def test_a_saved_mix_is_applied_to_each_pass_and_matches_gemm(monkeypatch):
+    net = build(NETWORKS / "tiny3d.znn", (2, 4, 4), dtype=np.float64, phase="train")
+    layers = {e.name: {"fft": 0.5, "direct": 0.1, "fft_bytes": 10, "winograd": 8,
+                       "winograd_data": 0, "winograd_weight": 6}
+              for e in conv_plan.timed_edges(net)}
+    report = conv_plan.choose_modes(net, layers, training=True)
+    e = net.edges["conv2"]
+    assert (e.winograd, e.winograd_data, e.winograd_weight) == (8, 0, 6)
+    assert [e.pass_points(p) for p in range(3)] == [8, 0, 6]
+    assert report["conv2"]["winograd_data"] == 0 and report["conv2"]["winograd_weight"] == 6
+    seen = []
+    for name in ("conv_forward", "conv_backward_data", "conv_backward_weight"):
+        real = getattr(K, name)
+        monkeypatch.setattr(K, name, lambda *a, _n=name, _r=real, **kw:
+                            seen.append((_n, kw["winograd"])) or _r(*a, **kw))
+    rng = np.random.default_rng(0)
+    x = {n: rng.standard_normal(net.nodes[n].shape) for n in net.inputs}
+    got = net.forward(x)
+    net.backward({k: np.ones_like(v) for k, v in got.items()})
+    assert {s for s in seen if s[1] or s[0] != "conv_backward_data"} >= {
+        ("conv_forward", 8), ("conv_backward_weight", 6)}
+    assert ("conv_backward_data", 0) in seen and ("conv_backward_data", 8) not in seen
+    grads = {e.name: e.grad.copy() for e in net.conv_edges()}
+    for c in conv_plan.timed_edges(net):
+        c.winograd, c.winograd_data, c.winograd_weight = 0, None, None
+    want = net.forward(x)
+    net.backward({k: np.ones_like(v) for k, v in want.items()})
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-9, atol=1e-11)
+    for c in net.conv_edges():
+        np.testing.assert_allclose(grads[c.name], c.grad, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("key", ["winograd_data", "winograd_weight"])
+def test_a_plan_with_a_bad_pass_method_is_rejected(key):
+    entry = {"mode": "train", "output_size": [1, 2, 3], "dtype": "float32", "threads": 1,
+             "layers": {"conv1": {"fft": 0.1, "direct": 0.2, "winograd": 6, key: 5}}}
+    entry.update({k: "x" for k in plan_store._REQUIRED if k not in entry})
+    with pytest.raises(ValueError, match=f"{key} for layer 'conv1'"):
+        plan_store.PlanEntry.from_json(entry)
+
+
+def test_memory_estimate_counts_each_pass_method(monkeypatch):
+    from znn.net import memory
+
+    net = build(NETWORKS / "N4.znn", (1, 64, 64), conv_mode="direct", num_threads=2)
+    monkeypatch.setattr(memory, "DIRECT_SCRATCH", 0)
+    gemm, gemm_fwd = estimate_bytes(net, training=True), estimate_bytes(net, training=False)
+    conv5 = net.edges["conv5"]
+    conv5.winograd_data = 6  # forward and weight gradient on the GEMM lowering
+    data = K.winograd_scratch_bytes(conv5.src.n, conv5.dst.n, conv5.src.size, conv5.ksize,
+                                    conv5.dilation, 6, "backward_data", 4, 2)
+    assert estimate_bytes(net, training=True) - gemm == data > 0
+    assert estimate_bytes(net, training=False) == gemm_fwd  # inference runs no backward data

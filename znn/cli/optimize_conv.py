@@ -32,6 +32,10 @@ def _speedup(r):
     return f"{text} ({r['note']})" if r["note"] else text
 
 
+def _method(points):
+    return f"w{points}" if points else "gemm"
+
+
 def _table(net, report):
     from znn.net.conv_plan import FIRST_CALL_ABOVE, SLAB_PARTS, THIN_PARTS
     from znn.net.memory import human
@@ -50,7 +54,12 @@ def _table(net, report):
                 blocks = e.cheapest_blocks() if r["fft_engine"] == "blocked" else None
                 size = f" {_fmt(blocks.fft)}" if blocks else ""
                 choice += f" ({r['fft_engine']}{size})"
-            if choice == "direct" and r.get("winograd"):
+            own = [r.get("winograd_data"), r.get("winograd_weight")]
+            if choice == "direct" and own != [None, None]:  # the passes' methods differ
+                f = r.get("winograd") or 0
+                d, w = (f if v is None else v for v in own)
+                choice += f" (f {_method(f)}, d {_method(d)}, w {_method(w)})"
+            elif choice == "direct" and r.get("winograd"):
                 choice += f" (winograd {r['winograd']})"
             fft, direct = (_ms(r[m]) + ("*" if m in r.get("first_call", ()) else "")
                            + ("~" if m in r.get("estimated", ()) else "")

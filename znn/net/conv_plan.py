@@ -28,6 +28,9 @@ THIN_MIN, THIN_PARTS, THIN_MARGIN = 128, 32, 1.5
 # best_times: once the other candidates are dropped, a survivor whose timed pass took at
 # least SETTLED seconds is not timed again (its later passes would change no choice)
 SETTLED = 0.25
+# time_layer (training): a layer's passes run different direct methods when that mix takes
+# at most 1 / MIX_GAIN of the best single method's time
+MIX_GAIN = 1.03
 
 
 def best_times(fns, repeats=2, warmup=1, prune_above=None, first_call_above=None,
@@ -210,12 +213,24 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
         if e.src.needs_grad:
             e.input_grad_from_spectrum(dxf)
 
-    def direct_pass():
+    passes = {}  # direct candidate -> best seconds of its forward, backward-data, weight passes
+
+    def direct_pass(k):
+        t0 = time.perf_counter()
         e.forward(x)
+        ts = [time.perf_counter() - t0]
         if training:
-            e.backward(g)
+            t0 = time.perf_counter()
+            e.backward_weight(g)
+            t1 = time.perf_counter()
+            if e.src.needs_grad:
+                e.backward_data(g)
+            ts += [time.perf_counter() - t1, t1 - t0]
+        passes[k] = [min(a, b) for a, b in zip(passes.get(k, ts), ts)]
 
     saved_engine, saved_winograd = e.fft_engine, e.winograd
+    saved_back = e.winograd_data, e.winograd_weight
+    e.winograd_data = e.winograd_weight = None  # every pass of a candidate runs its points
     # candidates as (mode, fft engine, Winograd points); all are timed round by round
     configs = []
     if fft:  # forward-only passes have two FFT engines, both timed
@@ -225,10 +240,10 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     configs += [("direct", saved_engine, points) for points in
                 (0,) + (K.WINOGRAD_POINTS if K.winograd_fits(e.ksize) else ())]
 
-    def run(config):
+    def run(k, config):
         def call():
             e.mode, e.fft_engine, e.winograd = config
-            (fft_pass if config[0] == "fft" else direct_pass)()
+            fft_pass() if config[0] == "fft" else direct_pass(k)
         return call
     try:
         times, first_only, estimated, winner = {"fft": None, "direct": None}, set(), set(), {}
@@ -237,8 +252,8 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
         estimates = [None if mode == "fft" or slab is None
                      else slab_estimate(e, slab, points, training, thin)
                      for mode, _, points in configs]
-        got = best_times([run(c) for c in configs], repeats, first_only=first_only,
-                         estimates=estimates, estimated=estimated)
+        got = best_times([run(k, c) for k, c in enumerate(configs)], repeats,
+                         first_only=first_only, estimates=estimates, estimated=estimated)
         for k, ((mode, engine, points), t) in enumerate(zip(configs, got)):
             if times[mode] is not None and t >= times[mode]:
                 continue
@@ -249,12 +264,36 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
                 times["fft_engine"] = engine
         times["first_call"] = [m for m, k in winner.items() if k in first_only]
         times["estimated"] = [m for m, k in winner.items() if k in estimated]
+        times.update(_mixed_passes(passes, configs, times))
         return times
     finally:
         e.grad[...] = saved_grad  # in place: optimizers hold this array
         e.mode, e.fft_engine, e.winograd = saved_mode, saved_engine, saved_winograd
+        e.winograd_data, e.winograd_weight = saved_back
         e.release()
         e.invalidate_spectra()  # timing must not leave every layer's spectra in memory
+
+
+def _mixed_passes(passes, configs, times):
+    """The direct candidates' best pass times put together pass by pass (training): on small
+    patches the fastest method can differ between a layer's passes (N4's 48->200 3x3 layer
+    dilated by 16 at a 64x64 output, one core: forward 6.8 ms with 6-point tiles against
+    11.5 ms with the GEMM lowering, backward data 15.6 ms against 9.9 ms).  Returns updates for
+    time_layer's times: the forward's points as 'winograd', and 'winograd_data' /
+    'winograd_weight' where those passes do better with other points, when the mix beats the
+    best single candidate's own pass times by MIX_GAIN; {} otherwise."""
+    if len(passes) < 2 or len(next(iter(passes.values()))) < 3:
+        return {}
+    own = min(sum(v) for v in passes.values())
+    pick = [min(passes, key=lambda k: passes[k][p]) for p in range(3)]
+    mixed = sum(passes[k][p] for p, k in enumerate(pick))
+    if mixed * MIX_GAIN > own:
+        return {}
+    points = [configs[k][2] for k in pick]
+    out = {"direct": times["direct"] * mixed / own, "winograd": points[0]}
+    out.update({key: v for key, v in (("winograd_data", points[1]),
+                                      ("winograd_weight", points[2])) if v != points[0]})
+    return out
 
 
 def timed_edges(net):
@@ -283,8 +322,9 @@ def time_network(net, *, training, repeats=2, budget=None, progress=None):
         for key in ("first_call", "estimated"):
             if t.get(key):
                 layers[e.name][key] = t[key]
-        if t.get("winograd"):
-            layers[e.name]["winograd"] = t["winograd"]
+        for key in ("winograd", "winograd_data", "winograd_weight"):
+            if key in t and (t[key] or key != "winograd"):
+                layers[e.name][key] = t[key]
     return layers
 
 
@@ -302,10 +342,13 @@ def choose_modes(net, layers, *, training, budget=None):
         note = "" if fft_ok else "fft over budget (not timed)"
         e.fft_engine = t.get("fft_engine")  # the forward-only FFT engine that was faster
         e.winograd = t.get("winograd", 0)  # the direct kernels that were faster
+        e.winograd_data, e.winograd_weight = t.get("winograd_data"), t.get("winograd_weight")
         report[e.name] = {"fft": t.get("fft"), "direct": t["direct"],
                           "fft_bytes": int(t.get("fft_bytes", e.spectra_bytes(training))),
                           "choice": choice, "note": note, "fft_engine": e.fft_engine,
-                          "winograd": e.winograd, "first_call": t.get("first_call", []),
+                          "winograd": e.winograd, "winograd_data": e.winograd_data,
+                          "winograd_weight": e.winograd_weight,
+                          "first_call": t.get("first_call", []),
                           "estimated": t.get("estimated", [])}
     net.set_conv_mode({k: v["choice"] for k, v in report.items()})
     if budget is not None:

@@ -157,6 +157,9 @@ class Conv(Edge):
         self._held = {}  # engine -> (layout key, filters, kernel spectra): see _cached
         self.fft_engine = None  # forward-only FFT engine: 'blocked', 'whole' or None (model)
         self.winograd = 0  # direct mode: 0 = GEMM lowering, 6 or 8 = Winograd tile points
+        # the backward passes' own choices (None: as `winograd`): on small patches the fastest
+        # method of a layer can differ between its passes
+        self.winograd_data = self.winograd_weight = None
 
     @property
     def is_fft(self):
@@ -165,19 +168,29 @@ class Conv(Edge):
     def tie(self):
         tie_blocks(self.filters, self.spec.repeat)
 
-    # -- direct (GEMM lowering, or Winograd tiles when `winograd` is 6 or 8) -------------------
+    # -- direct (GEMM lowering, or Winograd tiles when `winograd` is 6 or 8; see pass_points) ---
     def forward(self, x):
         self._x = x
         return K.conv_forward(x, self.filters, self.dilation, nthreads=self.threads,
                               winograd=self.winograd)
 
+    def pass_points(self, p):
+        """Winograd points of pass p (0 forward, 1 backward data, 2 weight gradient), 0 for
+        the GEMM lowering."""
+        own = (None, self.winograd_data, self.winograd_weight)[p]
+        return self.winograd if own is None else own
+
     def backward(self, g):
+        self.backward_weight(g)
+        return self.backward_data(g) if self.src.needs_grad else None
+
+    def backward_weight(self, g):
         K.conv_backward_weight(self._x, g, self.dilation, out=self.grad, nthreads=self.threads,
-                               winograd=self.winograd)
-        if not self.src.needs_grad:
-            return None
+                               winograd=self.pass_points(2))
+
+    def backward_data(self, g):
         return K.conv_backward_data(g, self.filters, self.dilation, tuple(self.src.size),
-                                    nthreads=self.threads, winograd=self.winograd)
+                                    nthreads=self.threads, winograd=self.pass_points(1))
 
     # -- FFT ------------------------------------------------------------------------------------
     @property

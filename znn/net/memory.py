@@ -18,10 +18,11 @@ def winograd_bytes(edge, training):
     from znn.kernels import winograd_scratch_bytes
 
     passes = ("forward", "backward_data", "backward_weight") if training else ("forward",)
-    return max(winograd_scratch_bytes(edge.src.n, edge.dst.n, edge.src.size, edge.ksize,
-                                      edge.dilation, edge.winograd, p,
-                                      np.dtype(edge.net.dtype).itemsize, edge.threads)
-               for p in passes)
+    return max([0] + [winograd_scratch_bytes(edge.src.n, edge.dst.n, edge.src.size,
+                                             edge.ksize, edge.dilation, edge.pass_points(k),
+                                             p, np.dtype(edge.net.dtype).itemsize,
+                                             edge.threads)
+                      for k, p in enumerate(passes) if edge.pass_points(k)])
 
 
 def estimate_bytes(net, mode=None, *, training=True, cache_ffts=True):
@@ -44,7 +45,7 @@ def estimate_bytes(net, mode=None, *, training=True, cache_ffts=True):
     ffts = [e for e in convs if (mode or e.mode) == "fft"]
     if len(ffts) < len(convs):
         total += max([DIRECT_SCRATCH] + [winograd_bytes(e, training) for e in convs
-                                         if e not in ffts and e.winograd])
+                                         if e not in ffts])
     if not training:  # forward-only passes may run layers blocked: own spectra, no buckets
         runs_blocked = {e.name: e.block_plan is not None for e in ffts}
         kernels = [e.spectra_bytes(training=False) for e in ffts if runs_blocked[e.name]]

@@ -17,6 +17,9 @@ File format (UTF-8 JSON, written atomically)::
                                      "fft_engine": "whole" | "blocked" (forward plans),
                                      "winograd": 6 | 8 (when Winograd tiles of that
                                                  size beat the GEMM lowering),
+                                     "winograd_data", "winograd_weight": 0 | 6 | 8
+                                                 (training plans: the backward passes'
+                                                 own choice, when it differs),
                                      "first_call": ["fft" | "direct"] (modes whose time
                                                  is of one first call: far behind),
                                      "estimated": ["direct"] (modes whose time is
@@ -88,8 +91,9 @@ class PlanEntry:
                 raise ValueError(f"bad times for layer '{name}'")
             if t.get("fft_engine") not in (None, "blocked", "whole"):
                 raise ValueError(f"bad fft_engine for layer '{name}'")
-            if t.get("winograd", 0) not in (0, 6, 8) or isinstance(t.get("winograd"), bool):
-                raise ValueError(f"bad winograd for layer '{name}'")
+            for key in ("winograd", "winograd_data", "winograd_weight"):
+                if t.get(key, 0) not in (0, 6, 8) or isinstance(t.get(key), bool):
+                    raise ValueError(f"bad {key} for layer '{name}'")
             for key in ("first_call", "estimated"):
                 modes = t.get(key, [])
                 if not isinstance(modes, list) or not set(modes) <= {"fft", "direct"}:
