@@ -29,8 +29,9 @@ THIN_MIN, THIN_PARTS, THIN_MARGIN = 128, 32, 1.5
 # least SETTLED seconds is not timed again (its later passes would change no choice)
 SETTLED = 0.25
 # time_layer (training): a layer's passes run different direct methods when that mix takes
-# at most 1 / MIX_GAIN of the best single method's time
-MIX_GAIN = 1.03
+# at most 1 / MIX_GAIN of the best single method's time (at 1.03, VD2D3D's two identical
+# 24->24 2x2 layers came out one mixed and one not: the host's noise)
+MIX_GAIN = 1.06
 
 
 def best_times(fns, repeats=2, warmup=1, prune_above=None, first_call_above=None,
