@@ -323,7 +323,7 @@ def time_network(net, *, training, repeats=2, budget=None, progress=None):
         for key in ("first_call", "estimated"):
             if t.get(key):
                 layers[e.name][key] = t[key]
-        for key in ("winograd", "winograd_data", "winograd_weight"):
+        for key in plan_store.WINOGRAD_KEYS:  # the forward's 0 (GEMM) is the default
             if key in t and (t[key] or key != "winograd"):
                 layers[e.name][key] = t[key]
     return layers

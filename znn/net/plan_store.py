@@ -43,6 +43,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 FORMAT, VERSION, MAX_PLANS = "znn-conv-plan", 1, 16
+# a layer's direct methods: Winograd points (0: the GEMM lowering) of the forward pass, and
+# of the backward passes where they differ
+WINOGRAD_KEYS = ("winograd", "winograd_data", "winograd_weight")
 _REQUIRED = ("network", "mode", "output_size", "dtype", "threads", "machine", "build_flags",
              "znn_version", "layers")
 
@@ -91,7 +94,7 @@ class PlanEntry:
                 raise ValueError(f"bad times for layer '{name}'")
             if t.get("fft_engine") not in (None, "blocked", "whole"):
                 raise ValueError(f"bad fft_engine for layer '{name}'")
-            for key in ("winograd", "winograd_data", "winograd_weight"):
+            for key in WINOGRAD_KEYS:
                 if t.get(key, 0) not in (0, 6, 8) or isinstance(t.get(key), bool):
                     raise ValueError(f"bad {key} for layer '{name}'")
             for key in ("first_call", "estimated"):
