@@ -29,10 +29,12 @@ CASES = [
     # runs of several output slices per item, whose source slices wrap around the ring
     (2, 3, (20, 9, 10), (3, 3, 3), (2, 1, 1)),
     (3, 2, (30, 8, 8), (2, 3, 3), (3, 1, 1)),
+    # one band of 8 tile rows (6 points) thinned to two for more items
+    (2, 3, (8, 34, 34), (3, 3, 3), (1, 1, 1)),
 ]
 IDS = ["3x3", "4x4-d2", "5x5-d3x2", "2x3x3", "3x2x4-d2x2x3", "2x5", "2x3x2-d3x1x2",
        "3x3-d16", "1-voxel", "4x2-d9x5", "padded-row", "3x3-d2-wide", "3x3-d4", "2x3x4-d8", "3x3-d8-narrow",
-       "3x3x3-d2-runs", "2x3x3-d3-runs"]
+       "3x3x3-d2-runs", "2x3x3-d3-runs", "3x3x3-thin-bands"]
 
 
 def _data(case, dtype, seed=0):
@@ -221,3 +223,19 @@ def test_scratch_estimate_scales_with_threads_and_maps(monkeypatch):
         D.winograd_scratch_bytes(2, 2, (1, 9, 9), (1, 1, 7), 1, 6)
     with pytest.raises(ValueError, match="larger than in_shape"):
         D.winograd_scratch_bytes(2, 2, (1, 4, 4), (1, 3, 3), 2, 6)
+
+
+@pytest.mark.parametrize("pass_", ["forward", "backward_weight"])
+def test_z_taps_thin_a_lone_band_for_more_items(monkeypatch, pass_):
+    """A layer with z taps whose tile rows fit one band splits them into bands of at least
+    32 tiles before splitting its output slices into runs (which transform the span's source
+    slices again); without z taps the band stays whole.  The scratch holds one band."""
+    def scratch(k, band=None):
+        if band:
+            monkeypatch.setenv("ZNN_WINO_BAND", str(band))
+        else:
+            monkeypatch.delenv("ZNN_WINO_BAND", raising=False)
+        return D.winograd_scratch_bytes(4, 4, (8, 34, 34), k, 1, 6, pass_, 4, 1)
+    # 32x32 outputs, 4 per tile: 8 tile rows of 8 tiles; 4 rows hold the 32 tiles
+    assert scratch((3, 3, 3)) == scratch((3, 3, 3), band=4) < scratch((3, 3, 3), band=8)
+    assert scratch((1, 3, 3)) == scratch((1, 3, 3), band=8)

@@ -24,6 +24,7 @@
  * backward-data passes, whose results do not depend on the items, aim at 2 per thread
  * (one core, 48->64 3x3x3 dilated by 4: 4 items took 0.85x the time of 8). */
 #define WINO_ZITEMS 8
+#define WINO_MIN_TILES 32  /* fewest tiles (GEMM columns) of a band thinned for more items */
 #define WINO_RUN 4      /* x classes from which rows are split in runs of one per class */
 #define WINO_PREFETCH_HINT 2  /* __builtin_prefetch locality: 2 = into L2 */
 #define WINO_GROUPS 16  /* weight-gradient partial sums (fixed: thread-count independent) */
@@ -188,8 +189,21 @@ static int wgeom_init(wgeom *G, int64_t ns, int64_t nd, const int64_t *src, cons
     G->rows = min64(G->nt[0], min64((WINO_TILES + ntx - 1) / ntx,
                                     max64(1, WINO_BAND_BYTES / row_bytes)));
     const char *env = getenv("ZNN_WINO_BAND");
-    if (env && atol(env) > 0) G->rows = min64(G->nt[0], atol(env));
+    const int fixed = env && atol(env) > 0;
+    if (fixed) G->rows = min64(G->nt[0], atol(env));
     G->nbands = (G->nt[0] + G->rows - 1) / G->rows;
+    /* With z taps, items short of `zitems` come first from thinner bands, which transform
+     * nothing twice, as long as a band keeps WINO_MIN_TILES tiles, and only then from z
+     * runs (net3d_5's 24->24 5x5x5 layer dilated by 2 over 26^3 outputs: one band of 8 tile
+     * rows and runs of at least 8 slices made 3 items for 2 threads) */
+    if (k[0] > 1 && !fixed && G->nbands < zitems) {
+        const int64_t rmin = min64(G->nt[0], (WINO_MIN_TILES + ntx - 1) / ntx);
+        const int64_t want = min64(zitems, G->nt[0] / rmin);
+        if (want > G->nbands) {
+            G->rows = (G->nt[0] + want - 1) / want;
+            G->nbands = (G->nt[0] + G->rows - 1) / G->rows;
+        }
+    }
     /* Output slices per item: one each without z taps; else runs as long as `zitems` items
      * allow, as every run transforms its first span source slices again, and at least span
      * slices long (at most twice the transforms; one core, weight gradient of 64->64 3x3x3
