@@ -27,7 +27,13 @@
 #define WINO_MIN_TILES 32  /* fewest tiles (GEMM columns) of a band thinned for more items */
 #define WINO_RUN 4      /* x classes from which rows are split in runs of one per class */
 #define WINO_PREFETCH_HINT 2  /* __builtin_prefetch locality: 2 = into L2 */
-#define WINO_GROUPS 16  /* weight-gradient partial sums (fixed: thread-count independent) */
+/* Weight-gradient partial sums: one per item, at most WINO_GROUPS, and no more than fit in
+ * WINO_GROUP_BYTES (each is zeroed, accumulated into and added up on every call) unless
+ * that is fewer than WINO_MIN_GROUPS.  A function of the shapes only, so the gradient does
+ * not depend on the thread count. */
+#define WINO_GROUPS 16
+#define WINO_MIN_GROUPS 4
+#define WINO_GROUP_BYTES ((int64_t)8 << 20)
 
 /* Two adjacent float classes of a row dilated by 2, moved as one unit (rows start at any
  * float, hence the alignment of 4). */
@@ -226,6 +232,19 @@ static int wgeom_init(wgeom *G, int64_t ns, int64_t nd, const int64_t *src, cons
     return ZNN_OK;
 }
 
+/* Transformed kernel elements (or their gradient's) of a pass: kz * a2 * nd * ns. */
+static int64_t kernel_elems(const wgeom *G)
+{
+    return G->k[0] * G->W[0].a * G->W[1].a * G->nd * G->ns;
+}
+
+/* The weight gradient's partial sums (see WINO_GROUPS). */
+static int64_t wgrad_groups(const wgeom *G, size_t elem)
+{
+    const int64_t fit = WINO_GROUP_BYTES / max64(1, kernel_elems(G) * (int64_t)elem);
+    return min64(G->nitems, min64(WINO_GROUPS, max64(WINO_MIN_GROUPS, fit)));
+}
+
 /* Element counts of one thread's item scratch (transformed sources V, transformed outputs M,
  * and the transforms' row buffers tmp, ph, o2, rowbuf), as scratch_alloc allocates them. */
 static void scratch_sizes(const wgeom *G, int64_t n[6])
@@ -313,9 +332,8 @@ int znn_wino_scratch_bytes(int64_t n_in, int64_t n_out, const int64_t *in_shape,
                              znn_threads(nthreads));
     if (st != ZNN_OK) return st;
     if (G.ns > 0 && G.nd > 0) {
-        const int64_t a2 = (int64_t)G.W[0].a * G.W[1].a;
-        const int64_t nu = G.k[0] * a2 * G.nd * G.ns;  /* transformed kernels or their grads */
-        const int64_t ng = min64(G.nitems, WINO_GROUPS);
+        const int64_t nu = kernel_elems(&G);  /* transformed kernels or their gradient */
+        const int64_t ng = wgrad_groups(&G, (size_t)elem);
         const int64_t threads = min64(znn_threads(nthreads), pass == 2 ? ng : G.nitems);
         scratch_sizes(&G, n);
         const int64_t per = (n[0] + n[1] + n[2] + n[3] + n[4] + n[5]) * elem
