@@ -345,6 +345,38 @@ def test_backward_data_forms(case, chunk, form, monkeypatch):
         assert_close(out, ref + base, np.float64)
 
 
+COMPACT_CASES = CASES + [
+    (64, 3, (10, 14, 14), (3, 3, 3), (2, 2, 2)),  # 3 chunks of 256 points, 4-8 taps a panel
+]
+
+
+@pytest.mark.parametrize("form", ["0", "1"], ids=["wide", "compact"])
+@pytest.mark.parametrize("chunk", [None, "7"])
+@pytest.mark.parametrize("case", COMPACT_CASES, ids=case_id)
+def test_forward_and_weight_forms(case, chunk, form, monkeypatch):
+    """Both forms of the GEMM path's forward and weight gradient (wide runs of the input
+    grid, and compact output columns gathered into tap panels, chosen by shape), forced, with
+    tiny chunks (chunks that start and end inside output rows), both thread counts (the same
+    result, to MKL's rounding), overwriting and accumulating (the loops build ignores the variable)."""
+    monkeypatch.setenv("ZNN_DIRECT_COMPACT", form)
+    if chunk:
+        monkeypatch.setenv("ZNN_DIRECT_CHUNK", chunk)
+    _, _, ins, k, d = case
+    rng, x, w, g = operands(case, 9, np.float64)
+    refs = {"y": ref_forward(x, w, d), "dw": ref_backward_weight(x, g, d, k)}
+    runs = {"y": lambda **kw: D.conv_forward(x, w, d, **kw),
+            "dw": lambda **kw: D.conv_backward_weight(x, g, d, **kw)}
+    for name, run in runs.items():
+        one = run(nthreads=1)
+        assert_close(one, refs[name], np.float64)
+        np.testing.assert_allclose(run(nthreads=2), one, rtol=0,
+                                   atol=8 * np.finfo(np.float64).eps * np.abs(one).max())
+        base = make(rng, one.shape, np.float64)
+        out = base.copy()
+        run(out=out, accumulate=True, nthreads=2)
+        assert_close(out, refs[name] + base, np.float64)
+
+
 NARROW_CASES = [  # (n_in, n_out, input shape, kernel, dilation): rows of 16 points or more
     (3, 2, (1, 9, 70), (1, 3, 3), (1, 1, 1)),      # 2 maps: one block of 64, the end by 16
     (4, 6, (2, 5, 21), (1, 2, 3), (1, 1, 2)),      # rows of 17 points: two blocks of 16
