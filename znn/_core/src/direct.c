@@ -138,15 +138,20 @@ static int use_scatter(const geom *G)
  * 1.32) 1.74-1.25x, 1.96-1.29x; 48 -> 48 7x7x7 dilated 2 on 34^3 (1.34) 1.09, 1.19x;
  * 64 -> 64 3x3x3 dilated 4 on 16x32x32 (1.24) 1.10, 1.18x; 48 -> 48 4x4 dilated 8 on 140^2
  * (1.17) 1.03, 1.13x; but 48 -> 48 5x5 dilated 2 on 282^2 (1.03) 0.91, 0.89x and 24 -> 24
- * 2x3x3 on 4x100x100 (1.02) 0.90, 0.96x. */
+ * 2x3x3 on 4x100x100 (1.02) 0.90, 0.96x.  A forward pass whose wide form copies a panel
+ * anyway (few input maps) gains from a lower ratio, COMPACT_PANEL_RATIO: 1 -> 48 7x7x7 on
+ * 47^3 (1.12) 1.43x, 1 -> 48 3x3x3 on 40^3 (1.05) 1.40x, 2 -> 32 5x5x5 on 30^3 (1.13) 1.12x,
+ * 8 -> 32 3x3x3 on 40^3 (1.05) 1.05x, 4 -> 24 3x3x3 on 30^3 (1.06) 0.98x; the weight
+ * gradient does not (1 -> 48 3x3x3 0.75x, 16 -> 16 3x3x3 on 30^3 (1.06) 0.83x). */
 #define COMPACT_RATIO 1.15
+#define COMPACT_PANEL_RATIO 1.05
 
-static int use_compact(const geom *G)
+static int use_compact(const geom *G, double ratio)
 {
     const int forced = env_choice("ZNN_DIRECT_COMPACT", "1", "0");
     if (forced >= 0) return forced;
     const col_runs R = col_runs_of(G);
-    return (double)(R.runs * R.span) >= COMPACT_RATIO * (double)G->vout;
+    return (double)(R.runs * R.span) >= ratio * (double)G->vout;
 }
 #endif
 
