@@ -59,6 +59,7 @@ def scripted(monkeypatch, durations):
     """(candidate(name) -> fn, calls): each call of a candidate advances a fake clock by the
     next of its `durations`; calls lists the names called, in order."""
     clock, calls = [0.0], []
+    monkeypatch.setattr(conv_plan, "CLOSE_ROUNDS", 0)  # test_best_times_breaks_close_calls
 
     def candidate(name):
         def fn():
@@ -112,6 +113,24 @@ def test_best_times_stops_timing_a_candidate_far_behind_the_best(monkeypatch):
                                       prune_above=float("inf"),
                                       first_call_above=float("inf"))
     assert calls == list("abcde") * 2 and everything == pytest.approx([3, 4.4, 4.6, 9, 1])
+
+
+def test_best_times_breaks_close_calls_with_more_rounds(monkeypatch):
+    candidate, calls = scripted(monkeypatch, {
+        "a": [1.0, 1.2, 1.15, 0.9, 0.95], "b": [1.0, 1.0, 1.1, 1.0, 1.0],
+        "c": [1.0, 1.3, 1.3]})
+    monkeypatch.setattr(conv_plan, "CLOSE_ROUNDS", 2)
+    got = conv_plan.best_times([candidate(n) for n in "abc"], repeats=2, warmup=1)
+    # after two rounds a (1.15) and b (1.0) are within 1.2x, c (1.3) is not: two more
+    # rounds of a and b, which find a's 0.9
+    assert calls == list("abc") * 3 + list("ab") * 2
+    assert got == pytest.approx([0.9, 1.0, 1.3])
+    calls.clear()
+    candidate, calls = scripted(monkeypatch, {"a": [1.0, 1.0, 1.0], "b": [1.0, 2.0, 2.0]})
+    monkeypatch.setattr(conv_plan, "CLOSE_ROUNDS", 2)
+    got = conv_plan.best_times([candidate(n) for n in "ab"], repeats=1, warmup=1,
+                               prune_above=float("inf"))
+    assert calls == list("ab") * 2 and got == [1.0, 2.0]  # no close call: no more rounds
 
 
 def test_best_times_never_runs_a_candidate_whose_estimate_is_far_behind(monkeypatch):
