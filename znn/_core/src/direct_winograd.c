@@ -29,10 +29,10 @@
 #define WINO_PREFETCH_HINT 2  /* __builtin_prefetch locality: 2 = into L2 */
 /* Weight-gradient partial sums: one per item, at most WINO_GROUPS, and no more than fit in
  * WINO_GROUP_BYTES (each is zeroed, accumulated into and added up on every call) unless
- * that is fewer than WINO_MIN_GROUPS.  A function of the shapes only, so the gradient does
- * not depend on the thread count. */
+ * that is fewer than WINO_MIN_GROUPS, which keeps 8 threads busy.  A function of the shapes
+ * only, so the gradient does not depend on the thread count. */
 #define WINO_GROUPS 16
-#define WINO_MIN_GROUPS 4
+#define WINO_MIN_GROUPS 8
 #define WINO_GROUP_BYTES ((int64_t)8 << 20)
 
 /* Two adjacent float classes of a row dilated by 2, moved as one unit (rows start at any
