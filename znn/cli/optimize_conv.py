@@ -36,6 +36,25 @@ def _method(points):
     return f"w{points}" if points else "gemm"
 
 
+def choice_label(e, r):
+    """The method a plan report row `r` (conv_plan.choose_modes) gives edge `e`, as the
+    table shows it: 'fft (blocked 1x64x64)', 'direct (winograd 6)', 'direct (f w6, d gemm,
+    w w6)'."""
+    choice = r["choice"]
+    if choice == "fft" and r.get("fft_engine"):
+        blocks = e.cheapest_blocks() if r["fft_engine"] == "blocked" else None
+        size = f" {_fmt(blocks.fft)}" if blocks else ""
+        choice += f" ({r['fft_engine']}{size})"
+    own = [r.get("winograd_data"), r.get("winograd_weight")]
+    if choice == "direct" and own != [None, None]:  # the passes' methods differ
+        f = r.get("winograd") or 0
+        d, w = (f if v is None else v for v in own)
+        choice += f" (f {_method(f)}, d {_method(d)}, w {_method(w)})"
+    elif choice == "direct" and r.get("winograd"):
+        choice += f" (winograd {r['winograd']})"
+    return choice
+
+
 def _table(net, report):
     from znn.net.conv_plan import FIRST_CALL_ABOVE, SLAB_PARTS, THIN_PARTS
     from znn.net.memory import human
@@ -49,18 +68,7 @@ def _table(net, report):
         if r is None:  # 1x1x1
             rows.append(base + ["-", "-", "direct", "-", "1x1x1: always direct"])
         else:
-            choice = r["choice"]
-            if choice == "fft" and r.get("fft_engine"):
-                blocks = e.cheapest_blocks() if r["fft_engine"] == "blocked" else None
-                size = f" {_fmt(blocks.fft)}" if blocks else ""
-                choice += f" ({r['fft_engine']}{size})"
-            own = [r.get("winograd_data"), r.get("winograd_weight")]
-            if choice == "direct" and own != [None, None]:  # the passes' methods differ
-                f = r.get("winograd") or 0
-                d, w = (f if v is None else v for v in own)
-                choice += f" (f {_method(f)}, d {_method(d)}, w {_method(w)})"
-            elif choice == "direct" and r.get("winograd"):
-                choice += f" (winograd {r['winograd']})"
+            choice = choice_label(e, r)
             fft, direct = (_ms(r[m]) + ("*" if m in r.get("first_call", ()) else "")
                            + ("~" if m in r.get("estimated", ()) else "")
                            for m in ("fft", "direct"))

@@ -191,6 +191,21 @@ def slab_estimate(edge, slab, points, training, thin=None):
     return estimate
 
 
+def fft_pass(e, x, g, training):
+    """One FFT pass of conv edge `e` on input x (and output gradient g), as a training step
+    runs it (training: forward and backward, kernel spectra made anew, as after every
+    update) or as inference does (forward only, kernel spectra kept)."""
+    if not training:
+        e.forward_fft(x)
+        return
+    e.invalidate_spectra()
+    xf = e.input_spectrum(x)
+    e.output_from_spectrum(e.forward_spectral(xf, None))
+    dxf = e.backward_spectral(xf, e.grad_spectrum(g), None)
+    if e.src.needs_grad:
+        e.input_grad_from_spectrum(dxf)
+
+
 def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     """Seconds per pass of one conv edge in each mode: {'fft': s, 'direct': s}.
 
@@ -216,18 +231,6 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     x = rng.random((e.src.n,) + tuple(e.src.size), dtype=e.net.dtype)
     g = rng.random((e.dst.n,) + tuple(e.dst.size), dtype=e.net.dtype) if training else None
     saved_mode, saved_grad = e.mode, e.grad.copy()
-
-    def fft_pass():
-        if not training:
-            e.forward_fft(x)
-            return
-        e.invalidate_spectra()
-        xf = e.input_spectrum(x)
-        e.output_from_spectrum(e.forward_spectral(xf, None))
-        dxf = e.backward_spectral(xf, e.grad_spectrum(g), None)
-        if e.src.needs_grad:
-            e.input_grad_from_spectrum(dxf)
-
     passes = {}  # direct candidate -> best seconds of its forward, backward-data, weight passes
 
     def direct_pass(k):
@@ -258,7 +261,7 @@ def time_layer(edge, training=True, repeats=2, rng=None, fft=True):
     def run(k, config):
         def call():
             e.mode, e.fft_engine, e.winograd = config
-            fft_pass() if config[0] == "fft" else direct_pass(k)
+            fft_pass(e, x, g, training) if config[0] == "fft" else direct_pass(k)
         return call
     try:
         times, first_only, estimated, winner = {"fft": None, "direct": None}, set(), set(), {}
