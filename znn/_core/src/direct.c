@@ -111,14 +111,18 @@ static inline void col_chunk(const col_runs *R, int64_t N, int64_t c, int64_t *q
 
 /* Backward data as a scatter of compact products (direct_scatter.inc) instead of a gather
  * over the input grid: ZNN_DIRECT_BACKWARD_DATA=gather|scatter (read per call; tests use it)
- * or, by default, when the input grid has at least 1.3 + 8/n_out times the output's points.
+ * or, by default, when the input grid has at least 1.15 + 4/n_out times the output's points.
  * The gather multiplies vin columns, the scatter vout and then adds T*n_in values per output
  * point, which costs more against the GEMM the fewer output maps there are.  Measured on one
  * core (gather / scatter time): 48 -> 200 3x3 dilated 16 on 32^2, 64^2, 100^2, 200^2 outputs
  * (input/output 4.0, 2.25, 1.74, 1.35) 3.2, 2.3, 1.55, 1.12x; 48 -> 48 4x4 dilated 8 or 4
  * 2.1x at 3.06 down to 1.10x at 1.25 and 0.90x at 1.12; 48 -> 48 5x5 0.97x at 1.27;
- * 10 -> 10 7x7 0.71x at 1.41; 48 -> 48 7x7x7 on 8x8x8 2.6x at 5.4.  The choice depends on
- * the shapes only, never on the thread count.  The input maps are cut into SCATTER_GROUPS
+ * 10 -> 10 7x7 0.71x at 1.41; 48 -> 48 7x7x7 on 8x8x8 2.6x at 5.4.  Since the scatter adds
+ * a product row over its output rows in turn (it was 1.3 + 8/n_out before that): 48 -> 48
+ * 4x4 1.28x at 1.37, 1.06-1.08x at 1.21-1.25, 0.88x at 1.09; 48 -> 200 1.12x at 1.35;
+ * 24 -> 24 1.05x at 1.30, 0.89x at 1.21; 32 -> 32 3x3x3 0.91x at 1.12; 10 -> 10 7x7 0.93x at
+ * 1.32, 0.83-0.87x at 1.12-1.21.  The choice depends on the shapes only, never on the
+ * thread count.  The input maps are cut into SCATTER_GROUPS
  * groups (fewer when there are fewer maps). */
 #define SCATTER_GROUPS 8
 
@@ -126,7 +130,7 @@ static int use_scatter(const geom *G)
 {
     const int forced = env_choice("ZNN_DIRECT_BACKWARD_DATA", "scatter", "gather");
     if (forced >= 0) return forced;
-    return (double)G->vin >= (1.3 + 8.0 / (double)G->n_out) * (double)G->vout;
+    return (double)G->vin >= (1.15 + 4.0 / (double)G->n_out) * (double)G->vout;
 }
 
 /* Forward and weight gradient over compact output columns (direct_compact.inc) instead of
