@@ -120,6 +120,7 @@ def test_best_times_breaks_close_calls_with_more_rounds(monkeypatch):
         "a": [1.0, 1.2, 1.15, 0.9, 0.95], "b": [1.0, 1.0, 1.1, 1.0, 1.0],
         "c": [1.0, 1.3, 1.3]})
     monkeypatch.setattr(conv_plan, "CLOSE_ROUNDS", 2)
+    monkeypatch.setattr(conv_plan, "SETTLED", 2.0)  # passes shorter than that
     got = conv_plan.best_times([candidate(n) for n in "abc"], repeats=2, warmup=1)
     # after two rounds a (1.15) and b (1.0) are within 1.2x, c (1.3) is not: two more
     # rounds of a and b, which find a's 0.9
@@ -131,6 +132,12 @@ def test_best_times_breaks_close_calls_with_more_rounds(monkeypatch):
     got = conv_plan.best_times([candidate(n) for n in "ab"], repeats=1, warmup=1,
                                prune_above=float("inf"))
     assert calls == list("ab") * 2 and got == [1.0, 2.0]  # no close call: no more rounds
+    calls.clear()
+    candidate, calls = scripted(monkeypatch, {"a": [1.0] * 3, "b": [1.0, 1.1, 1.0]})
+    monkeypatch.setattr(conv_plan, "CLOSE_ROUNDS", 2)
+    monkeypatch.setattr(conv_plan, "SETTLED", 1.05)  # a's 1.0 s is short, b's 1.1 s is not
+    got = conv_plan.best_times([candidate(n) for n in "ab"], repeats=1, warmup=1)
+    assert calls == list("ab") * 2 and got == pytest.approx([1.0, 1.1])  # long: no more
 
 
 def test_best_times_never_runs_a_candidate_whose_estimate_is_far_behind(monkeypatch):

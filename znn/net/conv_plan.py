@@ -29,9 +29,11 @@ THIN_MIN, THIN_PARTS, THIN_MARGIN = 128, 32, 1.5
 # least SETTLED seconds is not timed again (its later passes would change no choice)
 SETTLED = 0.25
 # best_times: after the rounds, the candidates within CLOSE of the fastest (two or more)
-# get up to CLOSE_ROUNDS more rounds: a slow spell of the host over both of a candidate's
-# timed passes had made net3d_3's 32->32 3x3x3 layer (16x32x32 output) take 8-point tiles
-# at 180 ms, against 156-160 ms with 6-point tiles in three later plans of that layer
+# whose passes are shorter than SETTLED get up to CLOSE_ROUNDS more rounds: a slow spell of
+# the host over both of a candidate's timed passes had made net3d_3's 32->32 3x3x3 layer
+# (16x32x32 output) take 8-point tiles at 180 ms, against 156-160 ms with 6-point tiles in
+# three later plans of that layer.  (Longer passes are left as they are: a 3D forward plan
+# has several close candidates of 0.7 s per layer, and its time is already a minute.)
 CLOSE, CLOSE_ROUNDS = 1.2, 2
 # time_layer (training): a layer's passes run different direct methods when that mix takes
 # at most 1 / MIX_GAIN of the best single method's time (at 1.03, VD2D3D's two identical
@@ -65,8 +67,8 @@ def best_times(fns, repeats=2, warmup=1, prune_above=None, first_call_above=None
 
     Once a timed round leaves one candidate (the rest dropped, or it was alone) and its best
     pass took SETTLED seconds or more, the rounds end: no choice depends on its later passes.
-    Then, while two or more candidates are within CLOSE of the fastest, those get another
-    round, CLOSE_ROUNDS at most.
+    Then, while two or more candidates are within CLOSE of the fastest and took less than
+    SETTLED seconds, those get another round, CLOSE_ROUNDS at most.
     """
     prune_above = PRUNE_ABOVE if prune_above is None else prune_above
     first_call_above = FIRST_CALL_ABOVE if first_call_above is None else first_call_above
@@ -105,7 +107,8 @@ def best_times(fns, repeats=2, warmup=1, prune_above=None, first_call_above=None
         if len(live) == 1 and best[live[0]] >= SETTLED:
             break
     for _ in range(CLOSE_ROUNDS if repeats else 0):
-        close = [i for i in live if best[i] <= CLOSE * min(best[j] for j in live)]
+        close = [i for i in live
+                 if best[i] <= CLOSE * min(best[j] for j in live) and best[i] < SETTLED]
         if len(close) < 2:
             break
         for i in close:
